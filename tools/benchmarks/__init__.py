@@ -1,0 +1,1 @@
+"""Benchmark implementations; run them through tools/bench.py."""
