@@ -1,0 +1,136 @@
+"""Model configuration: a plain dataclass tree that round-trips through JSON.
+
+`CLSPConfig` = an audio tower, a text tower and the projection heads. Presets for the
+tower pairs live in `configs/model/*.yaml` (the Hydra model group) and load with
+`CLSPConfig.preset(name)`; `CLSPConfig.tiny()` is the small random pair used by the demo
+and the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+AUDIO_TOWERS = ("htsat", "whisper")
+TEXT_POOLINGS = ("pooler", "cls", "mean")
+
+
+@dataclass
+class AudioConfig:
+    """The audio tower and its log-mel frontend."""
+
+    tower: str = "htsat"  # "htsat" (general audio, LAION-CLAP) or "whisper" (speech)
+    pretrained: str | None = None  # hub id or folder to load weights from; None = random init
+    hf_config: dict[str, Any] = field(default_factory=dict)  # transformers config fields (random init / overrides)
+    sample_rate: int = 48000
+    n_mels: int = 64
+    max_seconds: float = 10.0
+    truncation: str = "rand_trunc"  # htsat: "rand_trunc" or "fusion" for clips longer than the window
+    padding: str = "repeatpad"  # htsat: how shorter clips fill the window
+    f_min: float = 50.0  # htsat only
+    f_max: float = 14000.0  # htsat only
+    n_fft: int | None = None  # None = the tower's standard (htsat 1024, whisper 400)
+    hop_length: int | None = None  # None = the tower's standard (htsat 480, whisper 160)
+    pooling: str = "default"  # htsat: the tower's pooler; whisper: masked mean ("mean")
+    gradient_checkpointing: bool = False
+    freeze: bool = False
+
+
+@dataclass
+class TextConfig:
+    """The text tower: any Hugging Face encoder and its tokenizer."""
+
+    pretrained: str | None = "roberta-base"  # hub id or folder; None = random init from hf_config
+    hf_config: dict[str, Any] = field(default_factory=dict)  # needs "model_type" when pretrained is None
+    tokenizer: str | None = None  # defaults to `pretrained`; "clsp:tiny-bpe" = the offline tiny tokenizer
+    pooling: str = "pooler"  # "pooler" (LAION-CLAP), "cls" or "mean"
+    max_length: int = 77
+    gradient_checkpointing: bool = False
+    freeze: bool = False
+
+
+@dataclass
+class HeadConfig:
+    """Projection heads (Linear -> ReLU -> Linear) and the contrastive scales."""
+
+    dim: int = 512
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_max: float = math.log(100.0)
+    logit_bias_init: float | None = None  # set (e.g. -10) for the sigmoid loss
+
+
+@dataclass
+class CLSPConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        # Accept plain dicts for the sub-configs (from JSON or Hydra).
+        for name, cls in (("audio", AudioConfig), ("text", TextConfig), ("head", HeadConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _from_dict(cls, value, name))
+        self.validate()
+
+    def validate(self) -> None:
+        if self.audio.tower not in AUDIO_TOWERS:
+            raise ValueError(f"unknown audio tower {self.audio.tower!r}; choose one of {AUDIO_TOWERS}")
+        if self.text.pooling not in TEXT_POOLINGS:
+            raise ValueError(f"unknown text pooling {self.text.pooling!r}; choose one of {TEXT_POOLINGS}")
+        if self.audio.tower == "htsat" and self.audio.truncation not in ("rand_trunc", "fusion"):
+            raise ValueError(f"audio.truncation must be 'rand_trunc' or 'fusion', got {self.audio.truncation!r}")
+        if self.text.pretrained is None and "model_type" not in self.text.hf_config:
+            raise ValueError("text.hf_config needs a 'model_type' when text.pretrained is None")
+        if self.text.max_length < 2:
+            raise ValueError(f"text.max_length must be at least 2, got {self.text.max_length}")
+        if self.audio.max_seconds <= 0 or self.audio.sample_rate <= 0:
+            raise ValueError("audio.max_seconds and audio.sample_rate must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CLSPConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model config section(s) {sorted(unknown)}")
+        return cls(**{k: dict(v) for k, v in data.items()})
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"clsp_config": self.to_dict()}, indent=2))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> CLSPConfig:
+        data = json.loads(Path(path).read_text())
+        if "clsp_config" not in data:
+            raise ValueError(f"{path} is not a clsp config.json (no 'clsp_config' key)")
+        return cls.from_dict(data["clsp_config"])
+
+    @classmethod
+    def preset(cls, name: str) -> CLSPConfig:
+        """A tower-pair preset from configs/model/<name>.yaml (e.g. 'htsat_tiny_roberta')."""
+        from clsp.resources import config_dir, load_yaml
+
+        path = config_dir() / "model" / f"{name}.yaml"
+        if not path.exists():
+            names = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+            raise ValueError(f"unknown model preset {name!r}; choose one of {names}")
+        return cls.from_dict(load_yaml(path))
+
+    @classmethod
+    def tiny(cls, audio: str = "whisper") -> CLSPConfig:
+        """A tiny random tower pair for the demo and the tests (no downloads)."""
+        return cls.preset(f"tiny_{audio}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in model config section {section!r}")
+    return cls(**data)

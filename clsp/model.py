@@ -1,0 +1,334 @@
+"""CLSPModel: the dual encoder.
+
+    audio waveforms -> frontend (log-mel, on device) -> audio tower -> pooled + frame features
+    captions        -> tokenizer                       -> text tower  -> pooled + token features
+    each side       -> head (Linear -> ReLU -> Linear) -> L2 normalise -> joint space
+
+`embed_audio` / `embed_text` are the differentiable batch-level calls the trainer uses;
+`encode_audio` / `encode_text` are the user-facing, no-grad calls that also take files,
+ragged lists and raw strings. Saving is a folder: config.json, model.safetensors and the
+tokenizer files (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clsp.audio import build_audio_tower
+from clsp.config import CLSPConfig
+from clsp.text import TextTower, Tokens, load_tokenizer, tokenize
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# Buffers that older/newer transformers versions add or drop; never a reason to fail a load.
+_IGNORABLE_KEYS = ("position_ids", "token_type_ids")
+
+
+@dataclass
+class Embeddings:
+    """L2-normalised embeddings [N, D]; with tokens: projected frame/token features and their mask."""
+
+    embeds: torch.Tensor
+    tokens: torch.Tensor | None = None  # [N, T, D], L2-normalised
+    mask: torch.Tensor | None = None  # [N, T] bool, True = valid
+
+
+def projection_head(in_dim: int, dim: int) -> nn.Sequential:
+    """LAION-CLAP's head: Linear -> ReLU -> Linear."""
+    return nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+
+class CLSPModel(nn.Module):
+    def __init__(self, config: CLSPConfig, tokenizer=None):
+        super().__init__()
+        self.config = config
+        self.audio = build_audio_tower(config.audio)
+        self.text = TextTower(config.text)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(
+            config.text.tokenizer or config.text.pretrained or ""
+        )
+        dim = config.head.dim
+        self.audio_head = projection_head(self.audio.hidden_size, dim)
+        self.text_head = projection_head(self.text.hidden_size, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.head.logit_scale_init)))
+        self.logit_bias = None
+        if config.head.logit_bias_init is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.head.logit_bias_init)))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sample_rate
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at exp(logit_scale_max)."""
+        return self.logit_scale.clamp(max=self.config.head.logit_scale_max).exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the learnable scale to [0, logit_scale_max]; the trainer calls this after every step."""
+        self.logit_scale.clamp_(0.0, self.config.head.logit_scale_max)
+
+    # ------------------------------------------------------------ batch level
+    def embed_audio(self, waveforms: torch.Tensor, lengths: torch.Tensor, return_tokens: bool = False) -> Embeddings:
+        """Waveforms [B, T] at `sample_rate` (zero padded) + true lengths [B] -> Embeddings."""
+        pooled, frames, mask = self.audio(waveforms, lengths)
+        return self._project(self.audio_head, pooled, frames, mask, return_tokens)
+
+    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_tokens: bool = False) -> Embeddings:
+        pooled, tokens, mask = self.text(input_ids, attention_mask)
+        return self._project(self.text_head, pooled, tokens, mask, return_tokens)
+
+    @staticmethod
+    def _project(head: nn.Module, pooled, tokens, mask, return_tokens: bool) -> Embeddings:
+        embeds = F.normalize(head(pooled), dim=-1)
+        if not return_tokens:
+            return Embeddings(embeds)
+        return Embeddings(embeds, F.normalize(head(tokens), dim=-1), mask)
+
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        return tokenize(self.tokenizer, list(texts), self.config.text.max_length)
+
+    # ------------------------------------------------------------- user level
+    @torch.no_grad()
+    def encode_audio(
+        self,
+        audio,
+        sample_rate: int | None = None,
+        *,
+        return_tokens: bool = False,
+        batch_size: int = 32,
+    ) -> torch.Tensor | Embeddings:
+        """Embed audio: a float tensor [N, T], a list of 1-D arrays/tensors, or a list of file paths.
+
+        `sample_rate` is the rate of in-memory audio (default: the tower's); files carry their
+        own. Everything is resampled to the tower's rate. Returns L2-normalised [N, D], or
+        Embeddings with frame features when `return_tokens=True`. Call `model.eval()` first
+        for deterministic crops (from_pretrained returns an eval-mode model).
+        """
+        clips = load_clips(audio, sample_rate, self.sample_rate)
+        outs = []
+        for start in range(0, len(clips), batch_size):
+            wave, lengths = pad_clips(clips[start : start + batch_size], self.device)
+            outs.append(self.embed_audio(wave, lengths, return_tokens=return_tokens))
+        return _concat(outs, return_tokens)
+
+    @torch.no_grad()
+    def encode_text(
+        self, texts: str | Sequence[str], *, return_tokens: bool = False, batch_size: int = 256
+    ) -> torch.Tensor | Embeddings:
+        """Embed captions -> L2-normalised [N, D] (or Embeddings with token features)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("encode_text got no texts")
+        outs = []
+        for start in range(0, len(texts), batch_size):
+            tok = self.tokenize(texts[start : start + batch_size])
+            ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+            outs.append(self.embed_text(ids, mask, return_tokens=return_tokens))
+        return _concat(outs, return_tokens)
+
+    @staticmethod
+    def similarity(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix [N_audio, N_text] of (normalised) embeddings."""
+        return F.normalize(audio_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
+
+    # ------------------------------------------------------------ save / load
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write config.json, model.safetensors and the tokenizer files to `path` (atomically per file)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.portable_config()
+        tmp = path / f".{CONFIG_NAME}.tmp"
+        tmp.write_text(json.dumps({"clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2))
+        os.replace(tmp, path / CONFIG_NAME)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = path / f".{WEIGHTS_NAME}.tmp"
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, path / WEIGHTS_NAME)
+        self.tokenizer.save_pretrained(str(path))
+
+    def portable_config(self) -> CLSPConfig:
+        """This model's config with both towers' full transformers configs inlined, so a saved
+        folder rebuilds offline, without fetching the `pretrained` sources again."""
+        d = self.config.to_dict()
+        d["audio"].update(pretrained=None, hf_config=self.audio.hf_config_dict())
+        d["text"].update(pretrained=None, tokenizer=None, hf_config=self.text.hf_config_dict())
+        return CLSPConfig.from_dict(d)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides) -> CLSPModel:
+        """Load a folder written by `save_pretrained`, or a hub id holding one.
+
+        A transformers-format CLAP checkpoint (config model_type 'clap') is imported
+        through `from_clap`. `overrides` set config fields, e.g. `audio={"truncation": "fusion"}`.
+        """
+        folder = _resolve(name_or_path)
+        raw = _read_config(folder)
+        if raw.get("model_type") == "clap":
+            return cls.from_clap(folder)
+        if "clsp_config" not in raw:
+            raise ValueError(f"{name_or_path} is not a clsp model: {CONFIG_NAME} has no 'clsp_config'")
+        data = raw["clsp_config"]
+        for section, values in overrides.items():
+            data.setdefault(section, {}).update(values)
+        config = CLSPConfig.from_dict(data)
+        model = cls(config, tokenizer=_load_folder_tokenizer(folder))
+        model.load_weights(folder / WEIGHTS_NAME)
+        return model.eval()
+
+    def load_weights(self, file: str | os.PathLike) -> None:
+        """Load model.safetensors; stale buffers (position_ids) are ignored, anything else must match."""
+        from safetensors.torch import load_file
+
+        file = Path(file)
+        if not file.exists():
+            raise FileNotFoundError(f"no {file.name} in {file.parent}: not a complete clsp model folder")
+        try:
+            state = load_file(str(file))
+        except Exception as exc:  # safetensors raises several types for a damaged file
+            raise ValueError(f"cannot read weights from {file}: {exc}") from exc
+        self.load_state(state, source=str(file))
+
+    def load_state(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith(_IGNORABLE_KEYS)]
+        unexpected = [k for k in unexpected if not k.endswith(_IGNORABLE_KEYS)]
+        if missing or unexpected:
+            raise ValueError(
+                f"weights in {source} do not fit this model: missing {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+
+    @classmethod
+    def from_clap(cls, name_or_path: str | os.PathLike) -> CLSPModel:
+        """Import a transformers-format CLAP checkpoint (e.g. laion/clap-htsat-unfused).
+
+        Embeddings then equal `ClapModel.get_audio_features` / `get_text_features` after L2
+        normalisation for the same weights and waveform.
+        """
+        from clsp.clap_import import import_clap
+
+        return import_clap(cls, _resolve(name_or_path))
+
+
+def load_model(spec: str | os.PathLike) -> CLSPModel:
+    """Any model reference: a clsp folder or hub id, 'clap:<path or hub id>', or a training checkpoint (.ckpt)."""
+    spec = str(spec)
+    if spec.startswith("clap:"):
+        return CLSPModel.from_clap(spec[len("clap:") :])
+    if spec.endswith(".ckpt"):
+        from clsp.training.checkpoint import model_from_checkpoint
+
+        return model_from_checkpoint(spec)
+    return CLSPModel.from_pretrained(spec)
+
+
+# ---------------------------------------------------------------- helpers
+def load_clips(audio, sample_rate: int | None, target_rate: int) -> list[np.ndarray]:
+    """Normalise every accepted audio input to a list of 1-D float32 arrays at `target_rate`."""
+    from clsp.data.audio_io import decode, resample
+
+    if isinstance(audio, (str, os.PathLike)):
+        audio = [audio]
+    if isinstance(audio, torch.Tensor):
+        if audio.dim() != 2:
+            raise ValueError(f"audio tensor must be [N, T], got shape {tuple(audio.shape)}; use a list for ragged clips")
+        audio = list(audio.detach().float().cpu().numpy())
+    if isinstance(audio, np.ndarray) and audio.ndim == 2:
+        audio = list(audio)
+    if not isinstance(audio, (list, tuple)) or len(audio) == 0:
+        raise ValueError("audio must be a tensor [N, T], or a non-empty list of arrays, tensors or file paths")
+    clips = []
+    for i, item in enumerate(audio):
+        if isinstance(item, (str, os.PathLike)):
+            if not Path(item).exists():
+                raise FileNotFoundError(f"audio file not found: {item}")
+            wave, rate = decode(item)
+        else:
+            wave = item.detach().float().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item, np.float32)
+            rate = sample_rate or target_rate
+            if wave.ndim != 1:
+                raise ValueError(f"clip {i} must be 1-D (mono samples), got shape {wave.shape}")
+        if wave.size == 0:
+            raise ValueError(f"clip {i} is empty")
+        if not np.isfinite(wave).all():
+            raise ValueError(f"clip {i} contains NaN or infinite samples")
+        clips.append(resample(wave.astype(np.float32, copy=False), rate, target_rate))
+    return clips
+
+
+def pad_clips(clips: list[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D clips into [B, T] plus their lengths [B]."""
+    lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
+    wave = nn.utils.rnn.pad_sequence([torch.from_numpy(c) for c in clips], batch_first=True)
+    return wave.to(device), lengths.to(device)
+
+
+def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embeddings:
+    embeds = torch.cat([o.embeds for o in outs])
+    if not return_tokens:
+        return embeds
+    width = max(o.tokens.shape[1] for o in outs)
+    tokens = torch.cat([F.pad(o.tokens, (0, 0, 0, width - o.tokens.shape[1])) for o in outs])
+    mask = torch.cat([F.pad(o.mask, (0, width - o.mask.shape[1])) for o in outs])
+    return Embeddings(embeds, tokens, mask)
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is; anything else is a hub id fetched with huggingface_hub."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file, not a model folder")
+    name = str(name_or_path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"model folder not found: {name}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as exc:
+        raise FileNotFoundError(f"{name} is neither a local model folder nor a reachable hub id: {exc}") from exc
+
+
+def _read_config(folder: Path) -> dict:
+    file = folder / CONFIG_NAME
+    if not file.exists():
+        raise FileNotFoundError(f"{folder} is not a model folder: no {CONFIG_NAME}")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file} is not valid JSON: {exc}") from exc
+
+
+def _load_folder_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:
+        raise ValueError(f"cannot load the tokenizer saved in {folder}: {exc}") from exc
+
+
+def _version() -> str:
+    from clsp import __version__
+
+    return __version__
+

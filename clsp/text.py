@@ -1,0 +1,110 @@
+"""The text tower: any Hugging Face encoder and its tokenizer, plus pooling.
+
+`pooler` uses the encoder's pooler output (LAION-CLAP uses RoBERTa's), `cls` the first
+token's hidden state, `mean` the masked mean over tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from clsp.config import TextConfig
+from clsp.tiny import TINY_TOKENIZER, tiny_tokenizer
+
+
+@dataclass
+class Tokens:
+    input_ids: torch.Tensor  # [N, L]
+    attention_mask: torch.Tensor  # [N, L]
+    truncated: int  # how many texts were cut at max_length
+
+
+def load_tokenizer(name: str):
+    """A Hugging Face tokenizer by hub id or folder, or the offline tiny one."""
+    if name == TINY_TOKENIZER:
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokens:
+    """Tokenize a batch, truncating to `max_length` and counting what was cut.
+
+    The batch is tokenized and padded once without truncation (fast tokenizers do this in
+    Rust), so truncation is counted rather than silent; over-long rows keep their first
+    max_length-1 tokens and their final (end-of-text) token.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise ValueError(f"empty or non-string caption(s) at index {bad[:10]}")
+    enc = tokenizer(list(texts), padding="longest", truncation=False, return_tensors="pt", verbose=False)
+    input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
+    if getattr(tokenizer, "padding_side", "right") == "left":
+        raise ValueError("clsp expects right padding; set tokenizer.padding_side = 'right'")
+    lengths = attention_mask.sum(1)
+    over = lengths > max_length
+    if bool(over.any()):
+        last = input_ids.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # each row's end-of-text token
+        input_ids = input_ids[:, :max_length].clone()
+        attention_mask = attention_mask[:, :max_length].clone()
+        input_ids[over, max_length - 1] = last[over]
+    return Tokens(input_ids.long(), attention_mask.long(), int(over.sum()))
+
+
+def _build_encoder(cfg: TextConfig) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    if cfg.pretrained is not None:
+        return AutoModel.from_pretrained(cfg.pretrained, **cfg.hf_config)
+    hf = dict(cfg.hf_config)
+    model_type = hf.pop("model_type")
+    if model_type == "clap_text_model":
+        # CLAP's RoBERTa-like text model is not registered with AutoModel.
+        from transformers import ClapTextConfig, ClapTextModel
+
+        return ClapTextModel(ClapTextConfig(**hf))
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **hf))
+
+
+class TextTower(nn.Module):
+    """Encoder + pooling. `forward` returns (pooled [N, H], tokens [N, L, H], mask [N, L])."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = _build_encoder(cfg)
+        self.hidden_size = int(self.encoder.config.hidden_size)
+        if cfg.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
+            raise ValueError(f"text pooling 'pooler' needs an encoder with a pooler; {type(self.encoder).__name__} has none")
+        if cfg.gradient_checkpointing:
+            # transformers 5 renamed gradient_checkpointing_enable; accept either.
+            enable = getattr(self.encoder, "activation_checkpointing_enable", None)
+            (enable or self.encoder.gradient_checkpointing_enable)()
+        if cfg.freeze:
+            self.encoder.requires_grad_(False)
+
+    def hf_config_dict(self) -> dict:
+        """The encoder's full transformers config, so a saved model rebuilds without the hub."""
+        d = self.encoder.config.to_dict()
+        for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
+            d.pop(key, None)
+        return d
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        tokens = out.last_hidden_state
+        mask = attention_mask.bool()
+        if self.cfg.pooling == "pooler":
+            pooled = out.pooler_output
+        elif self.cfg.pooling == "cls":
+            pooled = tokens[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return pooled, tokens, mask
