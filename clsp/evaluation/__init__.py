@@ -1,0 +1,54 @@
+"""Evaluation: retrieval, zero-shot classification, style similarity and pair scoring.
+
+Everything here needs only a model with ``encode_audio`` / ``encode_text``.
+"""
+
+from clsp.evaluation.datasets import (
+    Clip,
+    as_clips,
+    load_label_table,
+    load_retrieval_table,
+    load_similarity_table,
+)
+from clsp.evaluation.embed import EmbeddingCache, encode_clips, encode_texts, model_fingerprint
+from clsp.evaluation.metrics import (
+    RetrievalRanks,
+    pearson,
+    rankdata,
+    ranks_to_metrics,
+    retrieval_metrics,
+    retrieval_ranks,
+    spearman,
+    zeroshot_metrics,
+)
+from clsp.evaluation.retrieval import evaluate_retrieval
+from clsp.evaluation.score import score_pairs, write_scores
+from clsp.evaluation.similarity import evaluate_similarity
+from clsp.evaluation.zeroshot import DEFAULT_TEMPLATES, class_embeddings, evaluate_zeroshot
+
+__all__ = [
+    "Clip",
+    "DEFAULT_TEMPLATES",
+    "EmbeddingCache",
+    "RetrievalRanks",
+    "as_clips",
+    "class_embeddings",
+    "encode_clips",
+    "encode_texts",
+    "evaluate_retrieval",
+    "evaluate_similarity",
+    "evaluate_zeroshot",
+    "load_label_table",
+    "load_retrieval_table",
+    "load_similarity_table",
+    "model_fingerprint",
+    "pearson",
+    "rankdata",
+    "ranks_to_metrics",
+    "retrieval_metrics",
+    "retrieval_ranks",
+    "score_pairs",
+    "spearman",
+    "write_scores",
+    "zeroshot_metrics",
+]

@@ -1,0 +1,297 @@
+"""Source readers: turn a dataset's native layout into `Job`s (one clip each) for the shard writer.
+
+Each reader returns `(jobs, problems)`: jobs carry the canonical sample json (schema.make_meta)
+and where the audio is; problems are {"id", "reason", "detail"} records for clips that cannot
+be written (no audio file, no caption), reported by `python -m clsp.shards`, never fatal.
+Audio is not opened here (workers decode it), only located.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clsp.data.schema import CaptionError, make_meta
+
+TABLE_AUDIO_COLUMNS = ("audio", "path", "file", "audio_path", "filename", "file_name", "wav")
+TABLE_SHORT_COLUMNS = ("caption", "captions", "text", "short_caption", "short_captions")
+TABLE_LONG_COLUMNS = ("long_caption", "long_captions")
+FUSIONAUDIO_CAPTION_TASK = "Captioning questions"
+FUSIONAUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "m4a")
+FCAPS_ATTRIBUTES = (
+    "gender", "accent", "pitch", "speaking_rate", "emotion", "age", "intrinsic_tags", "situational_tags",
+    "noise", "reverberation", "speech_monotony",
+)  # fmt: skip
+FCAPS_AUDIO_FIELDS = ("audio_path", "path", "audio", "audio_filepath", "relative_audio_path", "wav", "file")
+
+
+@dataclass
+class Job:
+    """One clip to write: its canonical json + where its audio is (a segment of a file, optionally)."""
+
+    id: str
+    meta: dict[str, Any]
+    audio_path: str
+    offset: float = 0.0
+    duration: float | None = None
+    key: str = ""  # the shard key, assigned by the CLI (unique, sanitised)
+
+
+def _problem(id: str, reason: str, detail: str = "") -> dict[str, str]:
+    return {"id": str(id), "reason": reason, "detail": detail}
+
+
+def _cell_texts(value: Any) -> list[str]:
+    """Captions from a table cell: a string, a list, or a JSON-encoded list in a CSV cell."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                parsed = json.loads(text)
+                if isinstance(parsed, list):
+                    return [str(v) for v in parsed]
+            except ValueError:
+                pass
+        return [text] if text else []  # an empty cell is a missing caption
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    suffixes = "".join(path.suffixes).lower()
+    opener = gzip.open if suffixes.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        if ".csv" in suffixes or ".tsv" in suffixes:
+            return list(csv.DictReader(f, delimiter="\t" if ".tsv" in suffixes else ","))
+        text = f.read()
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{n}: bad JSON line ({exc})") from exc
+    if not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: every row must be a JSON object")
+    return rows
+
+
+def table_jobs(
+    path: str | Path,
+    *,
+    audio_column: str | None = None,
+    short_columns: Sequence[str] = (),
+    long_columns: Sequence[str] = (),
+    attribute_columns: Sequence[str] = (),
+    id_column: str | None = None,
+    transcript_column: str | None = None,
+    audio_root: str | Path | None = None,
+    source: str | None = None,
+) -> tuple[list[Job], list[dict[str, str]]]:
+    """A CSV/TSV/JSONL/JSON-list table with an audio path column and caption columns.
+
+    Defaults: the audio column is the first of TABLE_AUDIO_COLUMNS present; with no caption
+    columns given, "caption"/"text"/... (and Clotho's caption_1..caption_5) are short captions and
+    "long_caption(s)" long ones. Relative paths resolve against `audio_root`, else the table's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    rows = _read_table(path)
+    if not rows:
+        raise ValueError(f"table {path} has no rows")
+    columns = list(rows[0].keys())
+    if audio_column is None:
+        audio_column = next((c for c in TABLE_AUDIO_COLUMNS if c in columns), None)
+        if audio_column is None:
+            raise ValueError(f"table {path}: no audio column among {columns}; pass --audio-column")
+    if not short_columns and not long_columns:
+        short_columns = [c for c in columns if c in TABLE_SHORT_COLUMNS or re.fullmatch(r"caption_?\d+", c)]
+        long_columns = [c for c in columns if c in TABLE_LONG_COLUMNS]
+        if not short_columns and not long_columns:
+            raise ValueError(f"table {path}: no caption column among {columns}; pass --short/--long-columns")
+    for col in [audio_column, *short_columns, *long_columns, *attribute_columns]:
+        if col not in columns:
+            raise ValueError(f"table {path}: column {col!r} not found; columns are {columns}")
+    root = Path(audio_root) if audio_root is not None else path.parent
+    source = source or path.stem
+    jobs, problems = [], []
+    for n, row in enumerate(rows):
+        audio = str(row.get(audio_column) or "").strip()
+        ident = str(row.get(id_column) if id_column else row.get("id") or Path(audio).stem or f"row{n}")
+        if not audio:
+            problems.append(_problem(ident, "no_audio", f"row {n}: empty {audio_column!r}"))
+            continue
+        audio_path = Path(audio) if os.path.isabs(audio) else root / audio
+        if not audio_path.is_file():
+            problems.append(_problem(ident, "no_audio", f"file not found: {audio_path}"))
+            continue
+        try:
+            meta = make_meta(
+                ident,
+                source=source,
+                short=[t for c in short_columns for t in _cell_texts(row.get(c))],
+                long=[t for c in long_columns for t in _cell_texts(row.get(c))],
+                attributes={c: row.get(c) for c in attribute_columns},
+                transcript=row.get(transcript_column) if transcript_column else None,
+            )
+        except CaptionError as exc:
+            problems.append(_problem(ident, exc.reason, f"row {n}"))
+            continue
+        jobs.append(Job(ident, meta, str(audio_path)))
+    return jobs, problems
+
+
+# -- FusionAudio ----------------------------------------------------------------------------------
+_SEGMENT = re.compile(r"^(.+?)_(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)$")
+
+
+def _walk(root: Path) -> Iterator[os.DirEntry]:
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=True):
+                    yield entry
+
+
+def audioset_index(audio_dir: str | Path, extensions: Sequence[str] = FUSIONAUDIO_EXTENSIONS) -> dict[str, str]:
+    """AudioSet id -> file, from one scandir walk. Names `<id>.<ext>`, `<id>_<start>_<end>.<ext>`,
+    and both with a leading "Y" (YouTube ids are 11 characters, so "Y"+11 is unambiguous)."""
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {audio_dir}")
+    exts = {"." + e.lower() for e in extensions}
+    index: dict[str, str] = {}
+    for entry in _walk(audio_dir):
+        stem, ext = os.path.splitext(entry.name)
+        if ext.lower() not in exts:
+            continue
+        m = _SEGMENT.match(stem)
+        base = m.group(1) if m else stem
+        candidates = [stem, base]
+        if len(base) == 12 and base.startswith("Y"):
+            candidates.append(base[1:])
+        for c in candidates:
+            index.setdefault(c, entry.path)
+    return index
+
+
+def fusionaudio_jobs(json_path: str | Path, audio_dir: str | Path) -> tuple[list[Job], list[dict[str, str]]]:
+    """FusionAudio records -> one job per clip: the "Captioning questions" output is the long
+    caption, every other record a QA pair {"q": instruction + input, "a": output}."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"FusionAudio JSON not found: {json_path}")
+    records = _read_table(json_path)
+    captions: dict[str, list[str]] = {}
+    qa: dict[str, list[dict[str, str]]] = {}
+    datasets: dict[str, str] = {}
+    for n, rec in enumerate(records):
+        aid = str(rec.get("audio_id") or "").strip()
+        if not aid:
+            raise ValueError(f"{json_path}: record {n} has no audio_id")
+        captions.setdefault(aid, [])
+        qa.setdefault(aid, [])
+        output = str(rec.get("output") or "")
+        if rec.get("task") == FUSIONAUDIO_CAPTION_TASK:
+            captions[aid].append(output)
+            if rec.get("dataset"):
+                datasets[aid] = str(rec["dataset"])
+        else:
+            question = " ".join(str(rec.get(k) or "").strip() for k in ("instruction", "input")).strip()
+            qa[aid].append({"q": question, "a": output, "task": str(rec.get("task") or "")})
+    index = audioset_index(audio_dir)
+    jobs, problems = [], []
+    for aid in captions:  # dict order = first appearance in the JSON: deterministic
+        path = index.get(aid) or index.get("Y" + aid)
+        if path is None:
+            problems.append(_problem(aid, "no_audio", f"no file for {aid} in {audio_dir}"))
+            continue
+        try:
+            meta = make_meta(aid, source="fusionaudio", long=captions[aid], qa=qa[aid], dataset=datasets.get(aid))
+        except CaptionError as exc:
+            problems.append(_problem(aid, exc.reason, "no 'Captioning questions' record"))
+            continue
+        jobs.append(Job(aid, meta, path))
+    return jobs, problems
+
+
+# -- FCaps / ParaSpeechCaps / lhotse cuts ---------------------------------------------------------
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{n}: bad JSON line ({exc})") from exc
+
+
+def _fcaps_record(rec: dict[str, Any]) -> tuple[dict[str, Any], str | None, float, float | None, str | None]:
+    """(fields, audio path, offset, duration, id) from a ParaSpeechCaps record or a lhotse cut."""
+    if "supervisions" in rec or "recording" in rec:
+        sups = rec.get("supervisions") or [{}]
+        fields = dict(sups[0].get("custom") or {})
+        fields.setdefault("text", sups[0].get("text"))
+        fields.setdefault("speaker", sups[0].get("speaker"))
+        fields.update({k: v for k, v in (rec.get("custom") or {}).items() if k not in fields})
+        sources = (rec.get("recording") or {}).get("sources") or [{}]
+        audio = sources[0].get("source")
+        duration = rec.get("duration")
+        return fields, audio, float(rec.get("start") or 0.0), (float(duration) if duration else None), rec.get("id")
+    audio = next((rec[k] for k in FCAPS_AUDIO_FIELDS if isinstance(rec.get(k), str)), None)
+    ident = rec.get("id") or rec.get("utterance_id") or rec.get("segment_id")
+    return rec, audio, 0.0, None, ident
+
+
+def fcaps_jobs(
+    manifest: str | Path, audio_root: str | Path | None = None
+) -> tuple[list[Job], list[dict[str, str]]]:
+    """FCaps/ParaSpeechCaps JSONL(.gz) records or lhotse cuts -> jobs (cuts read only their segment)."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest}")
+    root = Path(audio_root) if audio_root is not None else manifest.parent
+    jobs, problems = [], []
+    for n, rec in _read_jsonl(manifest):
+        fields, audio, offset, duration, ident = _fcaps_record(rec)
+        ident = str(ident or (Path(audio).stem if audio else f"line{n}"))
+        if not audio:
+            problems.append(_problem(ident, "no_audio", f"line {n}: no audio path field"))
+            continue
+        path = Path(audio) if os.path.isabs(audio) else root / audio
+        if not path.is_file():
+            problems.append(_problem(ident, "no_audio", f"file not found: {path}"))
+            continue
+        try:
+            meta = make_meta(
+                ident,
+                source="fcaps",
+                short=fields.get("short_captions") or fields.get("short_caption"),
+                long=fields.get("long_captions") or fields.get("long_caption"),
+                attributes={k: fields.get(k) for k in FCAPS_ATTRIBUTES},
+                transcript=fields.get("text") or fields.get("transcription"),
+                speaker=fields.get("speaker") or fields.get("speakerid"),
+            )
+        except CaptionError as exc:
+            problems.append(_problem(ident, exc.reason, f"line {n}"))
+            continue
+        jobs.append(Job(ident, meta, str(path), offset, duration))
+    return jobs, problems

@@ -1,0 +1,266 @@
+"""Evaluation metrics: cross-modal retrieval, zero-shot classification, correlations.
+
+Retrieval follows the AudioCaps / Clotho protocol:
+
+- **text->audio**: every caption ranks all clips; its rank is that of its own clip.
+  R@k and mAP@10 are averaged over *every caption*. With one relevant clip, AP@10 is
+  ``1/rank`` when ``rank <= 10`` else 0.
+- **audio->text**: every clip ranks all captions. R@k, median and mean rank use the
+  *best* rank among the clip's captions. ``a2t/mAP@10`` is the standard AP@10 over the
+  clip's relevant captions: ``sum_{j: p_j <= 10} (j / p_j) / min(n_relevant, 10)``, where
+  ``p_j`` is the position of the j-th best-ranked relevant caption. LAION-CLAP instead
+  reports ``1/best_rank`` (the t2a formula on the best rank); that number is reported
+  as ``a2t/mAP@10_best`` for comparison with its tables.
+
+Ranks are 1-based. Ties count against nobody: a candidate ranks ahead of the target only
+if its similarity is *strictly* greater (the optimistic rank). Relevant captions tied with
+each other take consecutive positions. Clips without any caption stay candidates for
+text->audio but are not audio->text queries.
+
+R@k and mAP values are percentages (0-100); ranks are plain numbers. The median of an
+even count is the mean of the two middle values (numpy's convention).
+
+Similarities are computed in row chunks (one chunk of queries against all candidates),
+keeping only the target ranks, so memory is ``O(chunk * candidates)`` rather than
+``O(queries * candidates)``; results equal the dense computation exactly, because each
+target similarity is read from the same chunk row it is compared against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "RetrievalRanks",
+    "retrieval_ranks",
+    "ranks_to_metrics",
+    "retrieval_metrics",
+    "zeroshot_metrics",
+    "pearson",
+    "spearman",
+    "rankdata",
+]
+
+# Above this many captions per clip, a2t ranks come from a sort + searchsorted of each
+# row instead of one comparison pass per caption slot.
+_MAX_SLOT_PASSES = 16
+# Default chunk: about 2**25 similarities (128 MiB in fp32) per block.
+_CHUNK_ELEMENTS = 1 << 25
+
+
+@dataclass
+class RetrievalRanks:
+    """1-based ranks of the targets (see the module docstring for the protocol)."""
+
+    t2a: torch.Tensor  # [M] rank of each caption's clip among all clips
+    a2t: torch.Tensor  # [N, K] ranks of each clip's captions, ascending, padded with 0
+    a2t_count: torch.Tensor  # [N] number of captions of each clip (0: not a query)
+
+    @property
+    def a2t_best(self) -> torch.Tensor:
+        """[Q] best rank of each clip that has at least one caption."""
+        return self.a2t[self.a2t_count > 0, 0]
+
+
+def _check_inputs(audio_emb: torch.Tensor, text_emb: torch.Tensor, caption_to_clip: torch.Tensor) -> None:
+    if audio_emb.ndim != 2 or text_emb.ndim != 2:
+        raise ValueError(
+            f"audio_emb and text_emb must be 2-D [N, D] / [M, D]; got {tuple(audio_emb.shape)} "
+            f"and {tuple(text_emb.shape)}"
+        )
+    if audio_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(f"embedding dims differ: audio {audio_emb.shape[1]} vs text {text_emb.shape[1]}")
+    if audio_emb.shape[0] == 0 or text_emb.shape[0] == 0:
+        raise ValueError("retrieval needs at least one clip and one caption; got an empty set")
+    if caption_to_clip.shape != (text_emb.shape[0],):
+        raise ValueError(
+            f"caption_to_clip must have shape [{text_emb.shape[0]}] (one clip index per caption); "
+            f"got {tuple(caption_to_clip.shape)}"
+        )
+    if caption_to_clip.min() < 0 or caption_to_clip.max() >= audio_emb.shape[0]:
+        bad = int(((caption_to_clip < 0) | (caption_to_clip >= audio_emb.shape[0])).nonzero()[0, 0])
+        raise ValueError(
+            f"caption_to_clip[{bad}] = {int(caption_to_clip[bad])} is not a clip index in [0, {audio_emb.shape[0]})"
+        )
+
+
+def _default_chunk(candidates: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(candidates, 1))
+
+
+@torch.no_grad()
+def retrieval_ranks(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    caption_to_clip: torch.Tensor | list[int],
+    chunk_size: int | None = None,
+) -> RetrievalRanks:
+    """Ranks of the targets in both directions, computed in chunks of `chunk_size` query rows.
+
+    `audio_emb` [N, D] and `text_emb` [M, D] should be L2-normalised (cosine = dot product);
+    `caption_to_clip` [M] gives each caption's clip. `chunk_size` defaults to about 32 Mi
+    similarities per block. Work happens on `audio_emb`'s device.
+    """
+    device = audio_emb.device
+    text_emb = text_emb.to(device=device, dtype=audio_emb.dtype)
+    c2c = torch.as_tensor(caption_to_clip, dtype=torch.long, device=device)
+    _check_inputs(audio_emb, text_emb, c2c)
+    n, m = audio_emb.shape[0], text_emb.shape[0]
+
+    # text -> audio: each caption row against all clips.
+    step = chunk_size or _default_chunk(n)
+    t2a = torch.empty(m, dtype=torch.long, device=device)
+    for start in range(0, m, step):
+        sims = text_emb[start : start + step] @ audio_emb.T  # [c, N]
+        target = sims.gather(1, c2c[start : start + step, None])
+        t2a[start : start + step] = (sims > target).sum(1) + 1
+
+    # audio -> text: the captions of each clip as a padded [N, K] index table.
+    counts = torch.bincount(c2c, minlength=n)
+    k = int(counts.max())
+    order = torch.argsort(c2c, stable=True)
+    first = torch.cumsum(counts, 0) - counts  # first slot of each clip in `order`
+    slot = torch.arange(m, device=device) - first[c2c[order]]
+    rel = torch.full((n, k), -1, dtype=torch.long, device=device)
+    rel[c2c[order], slot] = order
+    valid = rel >= 0
+    rel_idx = rel.clamp(min=0)
+
+    step = chunk_size or _default_chunk(m)
+    a2t = torch.zeros(n, k, dtype=torch.long, device=device)
+    for start in range(0, n, step):
+        sims = audio_emb[start : start + step] @ text_emb.T  # [c, M]
+        targets = sims.gather(1, rel_idx[start : start + step])  # [c, K]
+        if k <= _MAX_SLOT_PASSES:
+            greater = torch.stack([(sims > targets[:, j : j + 1]).sum(1) for j in range(k)], 1)
+        else:
+            ascending = sims.sort(dim=1).values
+            greater = m - torch.searchsorted(ascending, targets.contiguous(), right=True)
+        a2t[start : start + step] = greater + 1
+    a2t = torch.where(valid, a2t, torch.iinfo(torch.long).max).sort(dim=1).values
+    # Relevant captions tied with each other take consecutive positions: p_j = j + max_{i<=j}(r_i - i).
+    j = torch.arange(1, k + 1, device=device)
+    capped = torch.where(valid.sort(dim=1, descending=True).values, a2t, 0)
+    positions = j + torch.cummax(capped - j, dim=1).values
+    a2t = torch.where(capped > 0, positions, 0)
+    return RetrievalRanks(t2a=t2a.cpu(), a2t=a2t.cpu(), a2t_count=counts.cpu())
+
+
+def _median(x: torch.Tensor) -> float:
+    s = x.double().sort().values
+    mid = s.numel() // 2
+    return float(s[mid]) if s.numel() % 2 else float((s[mid - 1] + s[mid]) / 2)
+
+
+def ranks_to_metrics(ranks: RetrievalRanks, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """R@k, mAP@10, median and mean rank in both directions from `RetrievalRanks`."""
+    out: dict[str, float] = {}
+    t2a = ranks.t2a.double()
+    for k in ks:
+        out[f"t2a/R@{k}"] = float((t2a <= k).double().mean() * 100)
+    out["t2a/mAP@10"] = float(torch.where(t2a <= 10, 1 / t2a, 0).mean() * 100)
+    out["t2a/median_rank"] = _median(t2a)
+    out["t2a/mean_rank"] = float(t2a.mean())
+
+    queries = ranks.a2t_count > 0
+    if not bool(queries.any()):
+        raise ValueError("audio->text needs at least one clip with a caption")
+    best = ranks.a2t_best.double()
+    for k in ks:
+        out[f"a2t/R@{k}"] = float((best <= k).double().mean() * 100)
+    pos = ranks.a2t[queries].double()  # positions, 0 = padding
+    j = torch.arange(1, pos.shape[1] + 1, dtype=torch.float64)
+    hits = (pos > 0) & (pos <= 10)
+    precision = torch.where(hits, j / pos.clamp(min=1), 0).sum(1)
+    ap = precision / ranks.a2t_count[queries].clamp(max=10).double()
+    out["a2t/mAP@10"] = float(ap.mean() * 100)
+    out["a2t/mAP@10_best"] = float(torch.where(best <= 10, 1 / best, 0).mean() * 100)
+    out["a2t/median_rank"] = _median(best)
+    out["a2t/mean_rank"] = float(best.mean())
+    return out
+
+
+def retrieval_metrics(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    caption_to_clip: torch.Tensor | list[int],
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """AudioCaps/Clotho retrieval metrics: ``{"t2a/R@1", ..., "t2a/mAP@10", "t2a/median_rank", "a2t/..."}``.
+
+    R@k and mAP@10 are in percent. See the module docstring for the exact protocol.
+    """
+    return ranks_to_metrics(retrieval_ranks(audio_emb, text_emb, caption_to_clip, chunk_size))
+
+
+@torch.no_grad()
+def zeroshot_metrics(
+    audio_emb: torch.Tensor,
+    class_emb: torch.Tensor,
+    targets: torch.Tensor | list[int],
+    class_names: list[str] | None = None,
+) -> dict:
+    """Zero-shot classification by nearest class embedding.
+
+    Returns ``{"WA", "UAR", "per_class_recall": {name: %}, "confusion": [[...]], "predictions": [...]}``.
+    WA is plain accuracy, UAR the mean recall over the classes present in `targets`
+    (classes with no sample have no recall and are left out of the mean). Percentages.
+    `confusion[i][j]` counts samples of true class i predicted as j. Argmax ties go to the
+    first class.
+    """
+    targets = torch.as_tensor(targets, dtype=torch.long).cpu()
+    n_classes = class_emb.shape[0]
+    names = class_names or [str(i) for i in range(n_classes)]
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names for {n_classes} class embeddings")
+    if audio_emb.shape[0] == 0:
+        raise ValueError("zero-shot evaluation needs at least one clip; got an empty set")
+    if targets.shape != (audio_emb.shape[0],):
+        raise ValueError(f"targets must have shape [{audio_emb.shape[0]}]; got {tuple(targets.shape)}")
+    if targets.min() < 0 or targets.max() >= n_classes:
+        raise ValueError(f"targets must be class indices in [0, {n_classes})")
+    preds = (audio_emb @ class_emb.to(audio_emb).T).argmax(1).cpu()
+    confusion = torch.bincount(targets * n_classes + preds, minlength=n_classes * n_classes)
+    confusion = confusion.view(n_classes, n_classes)
+    support = confusion.sum(1)
+    present = support > 0
+    recall = confusion.diag().double() / support.clamp(min=1)
+    return {
+        "WA": float((preds == targets).double().mean() * 100),
+        "UAR": float(recall[present].mean() * 100),
+        "per_class_recall": {names[i]: float(recall[i] * 100) for i in range(n_classes) if present[i]},
+        "confusion": confusion.tolist(),
+        "predictions": preds.tolist(),
+    }
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank (scipy.stats.rankdata 'average')."""
+    x = np.asarray(x)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    avg = ends - (counts - 1) / 2.0
+    return avg[inverse.reshape(-1)]
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation coefficient of two 1-D arrays."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"pearson needs two 1-D arrays of equal length; got {x.shape} and {y.shape}")
+    if x.size < 2:
+        raise ValueError(f"correlation needs at least 2 pairs; got {x.size}")
+    xc, yc = x - x.mean(), y - y.mean()
+    denom = np.sqrt((xc * xc).sum() * (yc * yc).sum())
+    if denom == 0:
+        raise ValueError("correlation is undefined: one of the inputs is constant")
+    return float((xc * yc).sum() / denom)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (Pearson on average ranks, as scipy.stats.spearmanr)."""
+    return pearson(rankdata(x), rankdata(y))

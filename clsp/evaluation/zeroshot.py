@@ -1,0 +1,123 @@
+"""Zero-shot classification: nearest label prompt (template ensemble) for each clip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from clsp.evaluation.datasets import Clip, as_clips
+from clsp.evaluation.embed import EmbeddingCache, encode_clips, encode_texts
+from clsp.evaluation.metrics import zeroshot_metrics
+
+__all__ = ["DEFAULT_TEMPLATES", "check_templates", "class_embeddings", "label_targets", "evaluate_zeroshot", "read_labels"]
+
+DEFAULT_TEMPLATES = ("This is a sound of {label}.",)
+
+
+def _prompt_label(label: str) -> str:
+    # ESC-50 style names ("chirping_birds") read as words in a prompt.
+    return label.replace("_", " ")
+
+
+def class_embeddings(
+    model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
+) -> torch.Tensor:
+    """[C, D]: each class's prompts (one per template) encoded, averaged, renormalised."""
+    if not class_names:
+        raise ValueError("the label list is empty")
+    check_templates(templates)
+    prompts = [t.format(label=_prompt_label(c)) for c in class_names for t in templates]
+    emb = encode_texts(model, prompts, batch_size).view(len(class_names), len(templates), -1)
+    return F.normalize(emb.mean(1), dim=-1)
+
+
+def check_templates(templates: Sequence[str]) -> None:
+    """Every template must be a format string with one {label} field."""
+    if not templates:
+        raise ValueError("at least one prompt template is needed")
+    for t in templates:
+        if "{label}" not in t:
+            raise ValueError(f"template {t!r} has no {{label}} placeholder")
+        try:
+            t.format(label="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"template {t!r} is not a valid format string with only {{label}}: {exc!r}") from None
+
+
+def read_labels(path: str) -> list[str]:
+    """A label list: a JSON list, or one label per line (blank lines ignored)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"label list not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    labels = json.loads(text) if text.lstrip().startswith("[") else [s.strip() for s in text.splitlines()]
+    labels = [str(s).strip() for s in labels if str(s).strip()]
+    if not labels:
+        raise ValueError(f"label list {p} is empty")
+    if len(set(labels)) != len(labels):
+        dup = sorted({s for s in labels if labels.count(s) > 1})
+        raise ValueError(f"label list {p} repeats {dup}")
+    return labels
+
+
+def label_targets(clips: Sequence[Clip], class_names: Sequence[str]) -> torch.Tensor:
+    """[N] class index of each clip; a label not in `class_names` is an error naming its row."""
+    index = {c: i for i, c in enumerate(class_names)}
+    targets = []
+    for i, clip in enumerate(clips):
+        if clip.label not in index:
+            where = f"line {clip.line}" if clip.path is not None else f"clip {i}"
+            raise ValueError(
+                f"{where} ({clip.key}): label {clip.label!r} is not in the label list "
+                f"({len(class_names)} labels: {list(class_names)[:10]}{' ...' if len(class_names) > 10 else ''})"
+            )
+        targets.append(index[clip.label])
+    return torch.tensor(targets, dtype=torch.long)
+
+
+def evaluate_zeroshot(
+    model,
+    clips: Iterable[Clip] | Sequence[object],
+    labels: Sequence[str] | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    sample_rate: int | None = None,
+    batch_size: int = 16,
+    cache: EmbeddingCache | None = None,
+    cache_key: str | None = None,
+) -> dict:
+    """WA, UAR, per-class recall and confusion matrix (see `zeroshot_metrics`).
+
+    `labels[i]` is the true label of `clips[i]` (or carried by `Clip.label`);
+    `class_names` defaults to the sorted distinct labels. `cache_key` names the audio
+    embeddings; the prompt embeddings are cached under a key derived from it and the prompts.
+    """
+    items = list(as_clips(clips, labels=labels, sample_rate=sample_rate))
+    if not items:
+        raise ValueError("zero-shot evaluation needs at least one clip; got an empty set")
+    names = list(class_names) if class_names is not None else sorted({c.label for c in items})
+    targets = label_targets(items, names)
+    check_templates(templates)  # before any encoding
+    cache = cache or EmbeddingCache(None)
+    audio = cache.get_or_compute(
+        cache_key, lambda: ({"audio": encode_clips(model, items, batch_size)[0]}, {})
+    )[0]["audio"]
+    text_key = None if cache_key is None else f"{cache_key}-prompts-" + _hash([names, list(templates)])
+    text = cache.get_or_compute(text_key, lambda: ({"text": class_embeddings(model, names, templates)}, {}))[0]["text"]
+    out = zeroshot_metrics(audio, text, targets, names)
+    out["class_names"] = names
+    out["num_clips"] = len(items)
+    return out
+
+
+def _hash(obj: object) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:16]

@@ -1,0 +1,28 @@
+"""`python -m clsp.export CKPT OUT`: write a training checkpoint's model as a save_pretrained folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clsp.export", description=__doc__)
+    parser.add_argument("checkpoint", help="a clsp training checkpoint (.ckpt), e.g. runs/demo/<id>/checkpoints/best.ckpt")
+    parser.add_argument("out", help="output folder (config.json, model.safetensors, tokenizer files)")
+    parser.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
+    args = parser.parse_args(argv)
+    from clsp.training.checkpoint import model_from_checkpoint
+
+    try:
+        model = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model.save_pretrained(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The LightningDataModule: shard loaders for training and validation, resumable mid-epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import lightning as L
+
+from clsp.config import CLSPConfig
+from clsp.data.pipeline import DataConfig, build_dataloader
+
+# Keys of the data config that are not DataConfig fields.
+_NOT_LOADER = {"train", "val", "test", "demo", "val_caption_policy", "val_batch_size"}
+_VAL_POLICIES = {"short": "short", "long": "long", "all": "both"}
+
+
+def loader_config(data: Mapping[str, Any], model: CLSPConfig, **extra: Any) -> DataConfig:
+    """DataConfig from the run's data section; audio rate, crop length and text length follow the model."""
+    fields = {k: v for k, v in data.items() if k not in _NOT_LOADER}
+    audio = model.audio
+    if fields.get("max_seconds") is None:
+        # Fusion needs the whole (long) clip; everything else is cropped to the tower's window in the worker.
+        fields["max_seconds"] = audio.max_seconds * 6 if audio.truncation == "fusion" else audio.max_seconds
+    fields.setdefault("sample_rate", audio.sample_rate)
+    fields.setdefault("max_text_length", model.text.max_length)
+    fields.update(extra)
+    try:
+        return DataConfig(**fields)
+    except TypeError as exc:
+        raise ValueError(f"bad data config: {exc}") from None
+
+
+class ResumableLoader:
+    """Wraps a ShardLoader: each iteration is the trainer's current epoch, and after a resume
+    the first iteration skips the batches the checkpoint had already trained on."""
+
+    def __init__(self, loader, epoch_fn):
+        self.loader = loader
+        self.epoch_fn = epoch_fn
+        self._skip = 0
+
+    def resume(self, batches: int) -> None:
+        self._skip = int(batches)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        self.loader.set_epoch(self.epoch_fn())
+        skip, self._skip = self._skip, 0
+        iterator = iter(self.loader)
+        # Skipped batches are still decoded, so the data (and its random crops) match exactly.
+        for _ in range(skip):
+            if next(iterator, None) is None:
+                return
+        yield from iterator
+
+
+class CLSPDataModule(L.LightningDataModule):
+    def __init__(self, data: Mapping[str, Any], model_config: CLSPConfig, tokenizer, *, seed: int = 0,
+                 hard_negatives: bool = False, caption_policy: str | None = None):
+        super().__init__()
+        self.data = dict(data)
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.hard_negatives = hard_negatives
+        self.caption_policy = caption_policy or self.data.get("caption_policy", "short")
+        self._skip = 0
+        self._train: ResumableLoader | None = None
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        self._skip = int(batches)
+        if self._train is not None:
+            self._train.resume(self._skip)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> ResumableLoader:
+        rank, world = self._rank()
+        cfg = loader_config(self.data, self.model_config, seed=self.seed, rank=rank, world_size=world,
+                            caption_policy=self.caption_policy, hard_negatives=self.hard_negatives,
+                            crop="random")
+        loader = build_dataloader(self.data["train"], tokenizer=self.tokenizer, config=cfg)
+        self._train = ResumableLoader(loader, lambda: self.trainer.current_epoch if self.trainer else 0)
+        self._train.resume(self._skip)
+        return self._train
+
+    def val_dataloader(self):
+        if not self.data.get("val"):
+            return []
+        return self.eval_loader(self.data["val"])
+
+    def eval_loader(self, urls):
+        """Deterministic, unshuffled, whole set on every rank (validation sets are small)."""
+        policy = _VAL_POLICIES.get(self.data.get("val_caption_policy", "short"))
+        if policy is None:
+            raise ValueError(f"data.val_caption_policy must be one of {list(_VAL_POLICIES)}")
+        cfg = loader_config(
+            self.data, self.model_config, seed=self.seed, rank=0, world_size=1, crop="start", shuffle=False,
+            caption_policy=policy, caption_choice="first", hard_negatives=False, epoch_mode=True,
+            samples_per_epoch=None, batch_size=int(self.data.get("val_batch_size") or self.data.get("batch_size", 32)),
+        )
+        loader = build_dataloader(urls, tokenizer=self.tokenizer, config=cfg)
+        loader.set_epoch(0)
+        return loader

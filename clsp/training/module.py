@@ -1,0 +1,223 @@
+"""The LightningModule: one contrastive training step, validation retrieval, optimizers.
+
+It knows the model only through `embed_audio` / `embed_text` / `scale()` and the losses only
+through `ContrastiveOutputs`, so any tower pair and any loss suite train the same way.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from clsp.data.batch import Batch
+from clsp.evaluation.metrics import retrieval_metrics
+from clsp.losses import ContrastiveOutputs, LossSuite, MultiPositiveSchedule
+from clsp.model import CLSPModel
+from clsp.training.optim import build_optimizer, param_groups, warmup_cosine
+
+
+class CLSPTrainingModule(L.LightningModule):
+    def __init__(
+        self,
+        model: CLSPModel,
+        losses: LossSuite,
+        optim: Mapping[str, Any],
+        *,
+        caption_schedule: Mapping[str, Any] | None = None,
+        ema_decay: float | None = None,
+        pretrained_prefixes: tuple[str, ...] = (),
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.model = model
+        self.losses = losses
+        self.optim_cfg = dict(optim)
+        self.pretrained_prefixes = pretrained_prefixes
+        self.seed = seed
+        self.schedule = MultiPositiveSchedule(**caption_schedule) if (
+            caption_schedule is not None and losses.needs_all_captions
+        ) else None
+        self.ema = None
+        if ema_decay:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema_decay)), use_buffers=True)
+            self.ema.requires_grad_(False)
+        # Data-side counters summed over the run (logged, and shown in the progress bar).
+        self.skipped: dict[str, int] = {}
+        self.truncated = 0
+        self.batches_this_epoch = 0
+        self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._last_time: float | None = None
+
+    # ------------------------------------------------------------- one step
+    def contrastive_outputs(self, batch: Batch, step: int) -> ContrastiveOutputs:
+        """Run both towers on a batch and collect what the losses need."""
+        model, losses, size = self.model, self.losses, batch.size
+        tokens = losses.needs_tokens
+        audio = model.embed_audio(batch.audio, batch.audio_lengths, return_tokens=tokens)
+        rows = self._caption_rows(batch, step)
+        ids, mask = _trim(batch.input_ids[rows], batch.attention_mask[rows])
+        text = model.embed_text(ids, mask, return_tokens=tokens)
+        negative = None
+        if losses.needs_negatives:
+            if batch.negative_input_ids is None:
+                raise ValueError("the loss needs hard negatives but the batch has none (set data hard_negatives)")
+            neg_ids, neg_mask = _trim(batch.negative_input_ids, batch.negative_attention_mask)
+            negative = model.embed_text(neg_ids, neg_mask).embeds
+        return ContrastiveOutputs(
+            audio=audio.embeds,
+            text=text.embeds,
+            caption_to_clip=batch.caption_to_clip[rows],
+            logit_scale=model.scale(),
+            logit_bias=model.logit_bias,
+            audio_tokens=audio.tokens,
+            audio_mask=audio.mask,
+            text_tokens=None if text.tokens is None else text.tokens[:size],
+            text_mask=None if text.mask is None else text.mask[:size],
+            negative_text=negative,
+            has_negative=batch.has_negative,
+        )
+
+    def _caption_rows(self, batch: Batch, step: int) -> torch.Tensor:
+        """Primary captions only, or (multi-positive) the primary plus this step's extra kind."""
+        device = batch.input_ids.device
+        if not self.losses.needs_all_captions:
+            return torch.arange(batch.size, device=device)
+        rows = torch.arange(len(batch.caption_to_clip), device=device)
+        if self.schedule is None or not batch.caption_kinds:
+            return rows
+        # CLSP stage 2: each step is "short+long" or "two longs", drawn reproducibly from the step.
+        mode = self.schedule.draw(step, random.Random(self.seed * 1_000_003 + step))
+        wanted = "short" if mode == "short+long" else "long"
+        kinds = torch.tensor([k == wanted for k in batch.caption_kinds], device=device)
+        keep = (rows < batch.size) | kinds
+        return rows[keep]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self.contrastive_outputs(batch, self.global_step)
+        total, parts = self.losses(out)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite loss at step {self.global_step}: {({k: float(v) for k, v in parts.items()})}")
+        self.truncated += batch.truncated
+        for reason, n in batch.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + int(n)
+        self.batches_this_epoch += 1
+        bar = {"loss": total.detach()}
+        bar.update({k: v for k, v in parts.items()} if len(parts) > 1 else {})
+        self.log_dict({f"train/{k}": v for k, v in bar.items()}, prog_bar=False, batch_size=batch.size)
+        self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=batch.size)
+        for name, value in parts.items():
+            if len(parts) > 1:
+                self.log(name, value, prog_bar=True, logger=False, batch_size=batch.size)
+        self.log("train/logit_scale", self.model.scale().detach(), batch_size=batch.size)
+        now = time.perf_counter()
+        if self._last_time is not None:
+            rate = batch.size * self.trainer.world_size / max(now - self._last_time, 1e-9)
+            self.log("samples_per_s", rate, prog_bar=True, batch_size=batch.size)
+        self._last_time = now
+        skipped = sum(v for k, v in self.skipped.items() if k not in ("caption_fallback", "no_negative"))
+        self.log("data/skipped", float(skipped), prog_bar=bool(skipped), batch_size=batch.size)
+        self.log("data/truncated", float(self.truncated), batch_size=batch.size)
+        return total
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # LAION-CLAP clamps the scale to [0, ln 100] after every step.
+        self.model.clamp_logit_scale_()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def on_train_epoch_start(self) -> None:
+        # Not called when a run resumes mid-epoch; on_load_checkpoint sets the count then.
+        self.batches_this_epoch = 0
+        self._last_time = None
+
+    # ------------------------------------------------------------ validation
+    def eval_model(self) -> CLSPModel:
+        """The weights that are validated and exported: the EMA copy when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._val.append(embed_batch(self.eval_model(), batch))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        metrics = batches_retrieval(self._val)
+        self._val.clear()
+        logged = {f"val/{k}": v for k, v in metrics.items()}
+        # Every rank validates the whole (small) validation set, so values agree without syncing.
+        self.log_dict(logged)
+        self.log("val_mAP@10", logged["val/mAP@10"], prog_bar=True, logger=False)
+
+    # ------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        tower_lr = cfg.get("tower_lr")
+        groups = param_groups(
+            self.model,
+            lr=float(cfg["lr"]),
+            weight_decay=float(cfg.get("weight_decay", 0.0)),
+            tower_lr=None if tower_lr is None else float(tower_lr),
+            pretrained_prefixes=self.pretrained_prefixes,
+        )
+        optimizer = build_optimizer(groups, cfg)
+        total = int(self.trainer.estimated_stepping_batches)
+        factor = warmup_cosine(int(cfg.get("warmup_steps", 0)), total, float(cfg.get("min_lr_ratio", 0.0)),
+                               str(cfg.get("schedule", "cosine")))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["clsp"] = {
+            "model_config": self.model.portable_config().to_dict(),
+            "data_position": {"epoch": int(self.current_epoch), "batches": int(self.batches_this_epoch)},
+            "skipped": dict(self.skipped),
+            "truncated": int(self.truncated),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("clsp", {})
+        self.skipped = dict(state.get("skipped", {}))
+        self.truncated = int(state.get("truncated", 0))
+        position = state.get("data_position")
+        if position is not None:
+            self.batches_this_epoch = int(position["batches"])
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            if datamodule is not None:
+                datamodule.resume_at(**position)
+
+
+@torch.no_grad()
+def embed_batch(model: CLSPModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(audio [B, D], captions [C, D], caption_to_clip [C]) of one batch, on the CPU."""
+    audio = model.embed_audio(batch.audio, batch.audio_lengths).embeds
+    ids, mask = _trim(batch.input_ids, batch.attention_mask)
+    text = model.embed_text(ids, mask).embeds
+    return audio.float().cpu(), text.float().cpu(), batch.caption_to_clip.cpu()
+
+
+def batches_retrieval(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Retrieval metrics (both directions, percent) over embed_batch outputs, plus mean mAP@10."""
+    audio, text, owner, offset = [], [], [], 0
+    for a, t, c in parts:
+        audio.append(a)
+        text.append(t)
+        owner.append(c + offset)
+        offset += len(a)
+    metrics = retrieval_metrics(torch.cat(audio), torch.cat(text), torch.cat(owner))
+    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    out["mAP@10"] = (out["t2a/mAP@10"] + out["a2t/mAP@10"]) / 2
+    out["n_clips"], out["n_captions"] = float(offset), float(sum(len(t) for t in text))
+    return out
+
+
+def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop padding columns that no selected row uses (rows were padded for the whole batch)."""
+    width = int(mask.sum(1).max())
+    return ids[:, :width], mask[:, :width]

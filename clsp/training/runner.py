@@ -1,0 +1,226 @@
+"""Run a composed config: build model, losses, data and trainer; fit; export; evaluate.
+
+Run folder (one per run): `<run.output_dir>/<run.name>/<run id>/` holding config.yaml,
+tokenizer/, checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from clsp.training.compose import ConfigError
+
+
+def run_folder(cfg: DictConfig) -> tuple[Path, str | None]:
+    """(run folder, checkpoint to resume from or None)."""
+    root = Path(cfg.run.output_dir) / str(cfg.run.name)
+    resume = cfg.get("resume")
+    if resume:
+        from clsp.training.checkpoint import latest_checkpoint
+
+        ckpt = latest_checkpoint(root) if str(resume) == "latest" else Path(str(resume))
+        if not ckpt.exists():
+            raise ConfigError(f"resume: checkpoint not found: {ckpt}")
+        return ckpt.resolve().parent.parent, str(ckpt)
+    if cfg.run.get("dir"):
+        return Path(cfg.run.dir), None
+    # Every process of a multi-process run must agree on the folder: the first one fixes it in the
+    # environment (inherited by Lightning's launcher), else a scheduler's job id is used.
+    run_id = (os.environ.get("CLSP_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+              or os.environ.get("TORCHELASTIC_RUN_ID", "").replace("none", "") or time.strftime("%Y%m%d-%H%M%S"))
+    os.environ["CLSP_RUN_ID"] = run_id
+    return root / run_id, None
+
+
+def _global_rank_zero() -> bool:
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+
+
+def prepare_data(cfg: DictConfig) -> None:
+    """Build the demo corpus when the recipe asks for it, then check every shard path exists."""
+    data = cfg.data
+    if data.get("demo") is not None:
+        from clsp.data.demo import build_demo
+
+        demo = data.demo
+        marker = Path(demo.root) / "demo.json"
+        if _global_rank_zero():
+            build_demo(demo.root, seed=int(demo.seed), n_train=int(demo.n_train), n_val=int(demo.n_val),
+                       n_test=int(demo.n_test), sample_rate=int(cfg.model.audio.sample_rate))
+        else:
+            deadline = time.time() + 600
+            while not marker.exists() and time.time() < deadline:
+                time.sleep(1)
+    from clsp.data.reader import parse_sources
+
+    for split in ("train", "val", "test"):
+        spec = data.get(split)
+        if spec:
+            try:
+                parse_sources(OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec)
+            except (FileNotFoundError, ValueError) as exc:
+                raise ConfigError(f"data.{split}: {exc}") from None
+
+
+def build_model(cfg: DictConfig):
+    """(model, pretrained parameter prefixes) from run.init_from or the model config."""
+    from clsp.config import CLSPConfig
+    from clsp.model import CLSPModel, load_model
+
+    if cfg.run.get("init_from"):
+        model = load_model(str(cfg.run.init_from))
+        return model.train(), ("audio.", "text.")
+    try:
+        config = CLSPConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    model = CLSPModel(config)
+    prefixes = tuple(p for p, src in (("audio.", config.audio.pretrained), ("text.", config.text.pretrained)) if src)
+    return model, prefixes
+
+
+def _loggers(cfg: DictConfig, folder: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    log = cfg.logger
+    out: list = []
+    if log.get("csv", True):
+        out.append(CSVLogger(save_dir=str(folder), name="", version=""))
+    if log.get("tensorboard"):
+        out.append(TensorBoardLogger(save_dir=str(folder), name="tensorboard", version=""))
+    if log.get("wandb"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        out.append(WandbLogger(project=log.wandb_project, name=folder.name, save_dir=str(folder),
+                               offline=bool(log.get("wandb_offline"))))
+    return out
+
+
+def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
+    import lightning as L
+
+    from clsp.training.callbacks import AtomicCheckpoint
+
+    t = cfg.trainer
+    kwargs: dict[str, Any] = dict(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, max_steps=int(t.max_steps) if t.max_steps is not None else -1,
+        max_epochs=t.max_epochs, log_every_n_steps=int(t.log_every_n_steps),
+        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=int(t.accumulate_grad_batches),
+        enable_progress_bar=bool(t.progress_bar), enable_checkpointing=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False, default_root_dir=str(folder), logger=_loggers(cfg, folder),
+        callbacks=[AtomicCheckpoint(folder / "checkpoints", int(t.checkpoint_every_n_steps))],
+    )
+    if has_val:
+        kwargs.update(val_check_interval=t.val_check_interval, check_val_every_n_epoch=t.check_val_every_n_epoch)
+    else:
+        kwargs.update(limit_val_batches=0)
+    try:
+        return L.Trainer(**kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"trainer: {exc}") from None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """The whole run. Returns the final results (test retrieval metrics and paths)."""
+    import lightning as L
+
+    from clsp.losses import build_losses
+    from clsp.training.datamodule import CLSPDataModule
+    from clsp.training.module import CLSPTrainingModule
+
+    folder, resume_ckpt = run_folder(cfg)
+    try:
+        losses = build_losses(OmegaConf.to_container(cfg.loss, resolve=True))
+    except ValueError as exc:
+        raise ConfigError(f"loss: {exc}") from None
+    prepare_data(cfg)
+    L.seed_everything(int(cfg.run.seed), workers=True, verbose=False)
+    model, prefixes = build_model(cfg)
+    if _global_rank_zero():
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        model.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = CLSPDataModule(
+        data_cfg, model.config, model.tokenizer, seed=int(cfg.run.seed), hard_negatives=losses.needs_negatives,
+        caption_policy="both" if losses.needs_all_captions else None,
+    )
+    module = CLSPTrainingModule(
+        model, losses, OmegaConf.to_container(cfg.optim, resolve=True),
+        caption_schedule=OmegaConf.to_container(cfg.caption_schedule), ema_decay=cfg.trainer.ema_decay,
+        pretrained_prefixes=prefixes, seed=int(cfg.run.seed),
+    )
+    if cfg.trainer.compile:
+        module.model.audio.compile()
+        module.model.text.compile()
+    trainer = build_trainer(cfg, folder, has_val=bool(data_cfg.get("val")))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+    return finish(cfg, folder, module, datamodule)
+
+
+def finish(cfg: DictConfig, folder: Path, module, datamodule) -> dict[str, Any]:
+    """Export the best (else final) weights to <run>/model and evaluate them on data.test."""
+    from clsp.training.callbacks import BEST
+    from clsp.training.checkpoint import model_from_checkpoint
+    from clsp.training.module import batches_retrieval, embed_batch
+
+    best = folder / "checkpoints" / BEST
+    model = model_from_checkpoint(best) if best.exists() else module.eval_model().eval()
+    model.save_pretrained(folder / "model")
+    results: dict[str, Any] = {"model": str(folder / "model"), "weights": "best" if best.exists() else "final",
+                               "skipped": module.skipped, "truncated": module.truncated}
+    test = cfg.data.get("test")
+    if test and cfg.run.get("final_eval", True):
+        model = model.cpu() if cfg.trainer.accelerator == "cpu" else model
+        parts = [embed_batch(model, batch.to(model.device)) for batch in datamodule.eval_loader(test)]
+        metrics = batches_retrieval(parts)
+        results["test"] = metrics
+        results["chance"] = chance_levels(int(metrics["n_clips"]), int(metrics["n_captions"]))
+    _write_atomic(folder / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def chance_levels(n_clips: int, n_captions: int, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Expected R@k (percent) of a random ranking, for c = n_captions / n_clips captions per clip."""
+    c = max(1, round(n_captions / max(n_clips, 1)))
+    out = {}
+    for k in ks:
+        out[f"t2a/R@{k}"] = 100 * min(1.0, k / n_clips)
+        # a2t: a clip is found if any of its c captions is in the top k of n_captions.
+        out[f"a2t/R@{k}"] = 100 * (1 - math.comb(max(n_captions - c, 0), k) / math.comb(n_captions, k)) \
+            if n_captions >= k else 100.0
+    return out
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """The small table the demo prints: R@1/R@10 both directions with chance beside them."""
+    lines = []
+    if "test" in results:
+        test, chance = results["test"], results["chance"]
+        lines.append(f"held-out test: {int(test['n_clips'])} clips, {int(test['n_captions'])} captions")
+        lines.append(f"{'metric':<12}{'model':>9}{'chance':>9}{'x chance':>10}")
+        for key in ("t2a/R@1", "t2a/R@10", "a2t/R@1", "a2t/R@10"):
+            ratio = test[key] / chance[key] if chance[key] > 0 else float("inf")
+            lines.append(f"{key:<12}{test[key]:>8.1f}%{chance[key]:>8.1f}%{ratio:>9.1f}x")
+        lines.append(f"{'mAP@10':<12}{test['mAP@10']:>8.1f}%")
+    skipped = {k: v for k, v in results.get("skipped", {}).items() if v}
+    if skipped:
+        lines.append(f"data: {skipped}")
+    lines.append(f"model written to {results['model']} ({results['weights']} weights)")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,338 @@
+"""Single-process checks of clsp.losses against plain reference computations."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clsp.losses import (
+    ContrastiveOutputs,
+    GlobalInfoNCE,
+    HardNegativeLoss,
+    LossSuite,
+    MultiPositiveInfoNCE,
+    MultiPositiveSchedule,
+    SigLIPLoss,
+    TokenInfoNCE,
+    build_losses,
+)
+
+
+def unit(*shape: int, dtype=torch.float64) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, dtype=dtype), dim=-1).requires_grad_()
+
+
+def outputs(b: int = 6, d: int = 8, extra: int = 0, **kw) -> ContrastiveOutputs:
+    owner = torch.cat([torch.arange(b), torch.randint(0, b, (extra,))])
+    return ContrastiveOutputs(
+        audio=unit(b, d), text=unit(b + extra, d), caption_to_clip=owner,
+        logit_scale=torch.tensor(10.0, dtype=torch.float64, requires_grad=True), **kw,
+    )
+
+
+# ----------------------------------------------------------------------------- reference computations
+
+
+def ref_infonce(a, t, s):
+    b = a.shape[0]
+    logits = (s * a @ t.T).tolist()
+    total = 0.0
+    for i in range(b):  # plain per-row log-softmax, both directions
+        row = logits[i]
+        col = [logits[j][i] for j in range(b)]
+        total += -(row[i] - math.log(sum(math.exp(x) for x in row)))
+        total += -(col[i] - math.log(sum(math.exp(x) for x in col)))
+    return total / (2 * b)
+
+
+def ref_siglip(a, t, s, bias):
+    b = a.shape[0]
+    logits = (s * a @ t.T + bias).tolist()
+    total = 0.0
+    for i in range(b):
+        for j in range(b):
+            z = 1.0 if i == j else -1.0
+            total += -math.log(1 / (1 + math.exp(-z * logits[i][j])))
+    return total / b
+
+
+def ref_multipositive(a, t, owner, s):
+    logits = (s * a @ t.T).tolist()
+    owner = owner.tolist()
+    b, c = len(logits), len(owner)
+    a2t = 0.0
+    for i in range(b):
+        lse = math.log(sum(math.exp(x) for x in logits[i]))
+        mine = [j for j in range(c) if owner[j] == i]
+        a2t += -sum((logits[i][j] - lse) / len(mine) for j in mine)
+    t2a = 0.0
+    for j in range(c):
+        col = [logits[i][j] for i in range(b)]
+        t2a += -(col[owner[j]] - math.log(sum(math.exp(x) for x in col)))
+    return (a2t / b + t2a / c) / 2
+
+
+def ref_token_scores(a, am, t, tm):
+    """Naive late interaction over the full [B, B, Ta, Tt] tensor."""
+    sim = torch.einsum("ifd,jtd->ijft", a, t)
+    s_t2a = sim.masked_fill(~am[:, None, :, None], -math.inf).amax(2)
+    s_t2a = (s_t2a * tm[None]).sum(-1) / tm.sum(-1)[None]
+    s_a2t = sim.masked_fill(~tm[None, :, None, :], -math.inf).amax(3)
+    s_a2t = (s_a2t * am[:, None]).sum(-1) / am.sum(-1)[:, None]
+    return s_t2a, s_a2t
+
+
+def ref_token_loss(a, am, t, tm, s):
+    s_t2a, s_a2t = ref_token_scores(a, am, t, tm)
+    labels = torch.arange(a.shape[0])
+    return (F.cross_entropy(s * s_t2a.T, labels) + F.cross_entropy(s * s_a2t, labels)) / 2
+
+
+def token_inputs(b=5, ta=7, tt=6, d=8, dtype=torch.float64):
+    a = F.normalize(torch.randn(b, ta, d, dtype=dtype), dim=-1)
+    t = F.normalize(torch.randn(b, tt, d, dtype=dtype), dim=-1)
+    am = torch.arange(ta)[None] < torch.randint(1, ta + 1, (b,))[:, None]
+    tm = torch.arange(tt)[None] < torch.randint(1, tt + 1, (b,))[:, None]
+    am[0] = True  # at least one full row
+    return a, am, t, tm
+
+
+# ----------------------------------------------------------------------------- global losses
+
+
+def test_global_infonce_matches_reference():
+    out = outputs(extra=3)
+    loss = GlobalInfoNCE()(out)
+    assert loss.item() == pytest.approx(ref_infonce(out.audio, out.text[:6], 10.0), abs=1e-10)
+
+
+def test_global_infonce_aligned_beats_shuffled():
+    a = unit(8, 16)
+    aligned = ContrastiveOutputs(a, a.detach().clone(), torch.arange(8), torch.tensor(20.0))
+    shuffled = ContrastiveOutputs(a, a.detach()[torch.randperm(8)], torch.arange(8), torch.tensor(20.0))
+    assert GlobalInfoNCE()(aligned) < GlobalInfoNCE()(shuffled)
+    assert SigLIPLoss()(ContrastiveOutputs(**{**aligned.__dict__, "logit_bias": torch.tensor(-5.0)})) < SigLIPLoss()(
+        ContrastiveOutputs(**{**shuffled.__dict__, "logit_bias": torch.tensor(-5.0)})
+    )
+
+
+def test_siglip_matches_reference_and_needs_bias():
+    out = outputs(logit_bias=torch.tensor(-3.0, dtype=torch.float64))
+    loss = SigLIPLoss()(out)
+    assert loss.item() == pytest.approx(ref_siglip(out.audio, out.text, 10.0, -3.0), abs=1e-10)
+    with pytest.raises(ValueError, match="logit_bias"):
+        SigLIPLoss()(outputs())
+
+
+def test_multipositive_matches_reference():
+    out = outputs(b=4, extra=5)
+    loss = MultiPositiveInfoNCE()(out)
+    ref = ref_multipositive(out.audio, out.text, out.caption_to_clip, 10.0)
+    assert loss.item() == pytest.approx(ref, abs=1e-10)
+
+
+def test_multipositive_single_caption_equals_global():
+    out = outputs()
+    assert MultiPositiveInfoNCE()(out).item() == pytest.approx(GlobalInfoNCE()(out).item(), abs=1e-12)
+
+
+def test_multipositive_rejects_bad_owner():
+    out = outputs(extra=1)
+    out.caption_to_clip[-1] = 99
+    with pytest.raises(ValueError, match="caption_to_clip"):
+        MultiPositiveInfoNCE()(out)
+
+
+def test_shape_errors_name_the_loss():
+    out = outputs()
+    out.text = out.text[:3]
+    with pytest.raises(ValueError, match="GlobalInfoNCE.*C >= B"):
+        GlobalInfoNCE()(out)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def test_schedule_values_and_determinism():
+    sched = MultiPositiveSchedule()
+    assert sched.p_two_longs(0) == pytest.approx(0.05)
+    assert sched.p_two_longs(5000) == pytest.approx(min(0.05 + 0.45 * 5000 / 10000, 0.5))
+    assert sched.p_two_longs(10000) == pytest.approx(0.5)
+    assert sched.p_two_longs(10**6) == pytest.approx(0.5)
+    draws = [sched.draw(20000, random.Random(7)) for _ in range(3)]
+    assert len(set(draws)) == 1
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    seq1 = [sched.draw(s, g1) for s in range(0, 20000, 100)]
+    seq2 = [sched.draw(s, g2) for s in range(0, 20000, 100)]
+    assert seq1 == seq2 and set(seq1) == {"short+long", "two_longs"}
+    rng = random.Random(0)
+    late = [sched.draw(50000, rng) for _ in range(2000)]
+    assert 0.45 < late.count("two_longs") / 2000 < 0.55
+    with pytest.raises(ValueError, match="p_end"):
+        MultiPositiveSchedule(p_end=1.5)
+    with pytest.raises(ValueError, match="generator"):
+        sched.draw(0, 42)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- token loss
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 16])
+def test_token_infonce_chunked_equals_naive(chunk):
+    a, am, t, tm = token_inputs()
+    a1, t1 = a.clone().requires_grad_(), t.clone().requires_grad_()
+    a2, t2 = a.clone().requires_grad_(), t.clone().requires_grad_()
+    s1 = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
+    s2 = s1.detach().clone().requires_grad_()
+    out = ContrastiveOutputs(a1[:, 0], t1[:, 0], torch.arange(5), s1, audio_tokens=a1, audio_mask=am,
+                             text_tokens=t1, text_mask=tm)
+    loss = TokenInfoNCE(chunk_size=chunk)(out)
+    ref = ref_token_loss(a2, am, t2, tm, s2)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=0)
+    loss.backward()
+    ref.backward()
+    for got, want in [(a1.grad, a2.grad), (t1.grad, t2.grad), (s1.grad, s2.grad)]:
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_token_infonce_float32_grads_match():
+    a, am, t, tm = token_inputs(b=9, dtype=torch.float32)
+    a1, t1 = a.clone().requires_grad_(), t.clone().requires_grad_()
+    a2, t2 = a.clone().requires_grad_(), t.clone().requires_grad_()
+    out = ContrastiveOutputs(a1[:, 0], t1[:, 0], torch.arange(9), torch.tensor(10.0), audio_tokens=a1,
+                             audio_mask=am, text_tokens=t1, text_mask=tm)
+    TokenInfoNCE(chunk_size=4)(out).backward()
+    ref_token_loss(a2, am, t2, tm, torch.tensor(10.0)).backward()
+    torch.testing.assert_close(a1.grad, a2.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(t1.grad, t2.grad, atol=1e-5, rtol=0)
+
+
+def test_token_infonce_ignores_padding_values():
+    a, am, t, tm = token_inputs()
+    am[1, 3:] = False
+    tm[2, 2:] = False
+
+    def run(fill):
+        a_in, t_in = a.clone(), t.clone()
+        a_in[~am] = fill
+        t_in[~tm] = fill
+        a_in.requires_grad_()
+        t_in.requires_grad_()
+        out = ContrastiveOutputs(a[:, 0], t[:, 0], torch.arange(5), torch.tensor(5.0), audio_tokens=a_in,
+                                 audio_mask=am, text_tokens=t_in, text_mask=tm)
+        loss = TokenInfoNCE(chunk_size=2)(out)
+        loss.backward()
+        return loss, a_in.grad, t_in.grad
+
+    base = run(0.0)
+    for fill in (1e6, -1e6, float("nan")):
+        got = run(fill)
+        torch.testing.assert_close(got[0], base[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(got[1], base[1], atol=1e-12, rtol=0)
+        torch.testing.assert_close(got[2], base[2], atol=1e-12, rtol=0)
+    assert base[1][~am].abs().sum() == 0  # padding gets no gradient
+
+
+def test_token_infonce_aligned_beats_shuffled_and_errors():
+    a, am, t, _ = token_inputs(tt=7)
+    perm = torch.tensor([1, 2, 3, 4, 0])
+    loss_fn = TokenInfoNCE()
+
+    def make(text_tokens):
+        return ContrastiveOutputs(a[:, 0], a[:, 0], torch.arange(5), torch.tensor(10.0), audio_tokens=a,
+                                  audio_mask=am, text_tokens=text_tokens, text_mask=am)
+
+    assert loss_fn(make(a)) < loss_fn(make(a[perm]))
+    bad = make(a)
+    bad.text_mask = am.clone()
+    bad.text_mask[2] = False
+    with pytest.raises(ValueError, match="valid token"):
+        loss_fn(bad)
+    with pytest.raises(ValueError, match="chunk_size"):
+        TokenInfoNCE(chunk_size=0)
+
+
+# ----------------------------------------------------------------------------- hard negatives
+
+
+def test_hard_negative_reference_and_mask():
+    neg = unit(6, 8)
+    has = torch.tensor([True, False, True, True, False, True])
+    out = outputs(negative_text=neg, has_negative=has)
+    loss = HardNegativeLoss()(out)
+    a, t, n = out.audio.detach(), out.text.detach(), neg.detach()
+    ref = []
+    for i in range(6):
+        if has[i]:
+            lp, ln = 10 * float(a[i] @ t[i]), 10 * float(a[i] @ n[i])
+            ref.append(-(lp - math.log(math.exp(lp) + math.exp(ln))))
+    assert loss.item() == pytest.approx(sum(ref) / len(ref), abs=1e-10)
+
+
+def test_hard_negative_none_is_zero_with_graph():
+    neg = torch.full((6, 8), float("nan"), dtype=torch.float64)
+    out = outputs(negative_text=neg, has_negative=torch.zeros(6, dtype=torch.bool))
+    loss = HardNegativeLoss()(out)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.isfinite(out.audio.grad).all() and out.audio.grad.abs().sum() == 0
+
+
+# ----------------------------------------------------------------------------- suite and config
+
+
+def test_build_losses_and_suite():
+    suite = build_losses({
+        "global": {"name": "GlobalInfoNCE", "weight": 1.0, "local_loss": False},
+        "hard_negative": {"name": "HardNegativeLoss", "weight": 0.2},
+    })
+    assert isinstance(suite, LossSuite)
+    assert suite.needs_negatives and not suite.needs_tokens and not suite.needs_all_captions
+    out = outputs(negative_text=unit(6, 8))
+    total, parts = suite(out)
+    assert set(parts) == {"global", "hard_negative"}
+    assert not parts["global"].requires_grad
+    torch.testing.assert_close(total.detach(), parts["global"] + 0.2 * parts["hard_negative"])
+    total.backward()
+    assert out.audio.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"g": {"name": "Nope"}}, "'g'.*unknown loss name"),
+        ({"g": {"name": "GlobalInfoNCE", "temperature": 0.1}}, "'g'.*bad arguments"),
+        ({"g": {"name": "GlobalInfoNCE", "weight": float("nan")}}, "'g'.*finite"),
+        ({"g": {"name": "GlobalInfoNCE", "weight": "1"}}, "'g'.*finite"),
+        ({"g": {"name": "GlobalInfoNCE", "weight": -1}}, "'g'.*>= 0"),
+        ({"t": {"name": "TokenInfoNCE", "chunk_size": -2}}, "chunk_size"),
+        ({}, "non-empty"),
+    ],
+)
+def test_build_losses_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        build_losses(spec)
+
+
+def test_suite_reports_missing_inputs_by_term():
+    suite = build_losses({"tok": {"name": "TokenInfoNCE"}, "sig": {"name": "SigLIPLoss"}})
+    assert suite.needs_tokens
+    with pytest.raises(ValueError, match="'tok'.*audio_tokens"):
+        suite(outputs(logit_bias=torch.tensor(-1.0)))
+    suite = build_losses({"sig": {"name": "SigLIPLoss"}})
+    with pytest.raises(ValueError, match="'sig'.*logit_bias"):
+        suite(outputs())
+
+
+def test_loss_configs_build(request):
+    yaml = pytest.importorskip("yaml")
+    root = request.config.rootpath / "configs" / "loss"
+    files = sorted(root.glob("*.yaml"))
+    assert {f.stem for f in files} >= {"global", "siglip", "multipositive", "global_token", "clsp_stage3"}
+    for f in files:
+        suite = build_losses(yaml.safe_load(f.read_text()))
+        assert len(suite.terms) >= 1, f
