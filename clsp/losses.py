@@ -512,6 +512,11 @@ class LossSuite(nn.Module):
         super().__init__()
         if not terms:
             raise ValueError("LossSuite needs at least one loss term")
+        for name, value in terms.items():
+            if not isinstance(name, str) or not name or "." in name:
+                raise ValueError(f"loss term name must be a non-empty string without '.', got {name!r}")
+            if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], nn.Module)):
+                raise ValueError(f"loss term {name!r}: expected (nn.Module, weight), got {value!r}")
         self.terms = nn.ModuleDict({name: module for name, (module, _) in terms.items()})
         self.weights: dict[str, float] = {}
         for name, (_, weight) in terms.items():

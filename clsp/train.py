@@ -14,6 +14,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from clsp.data.reader import DataError
     from clsp.training.compose import ConfigError, available_recipes, compose_config
 
     if argv and argv[0] in ("-h", "--help"):
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DataError as exc:
+        # Too many bad samples: the message names the shard and the main reason.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if results:
         print(format_results(results), flush=True)
     return 0

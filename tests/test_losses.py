@@ -256,6 +256,21 @@ def test_token_infonce_aligned_beats_shuffled_and_errors():
         TokenInfoNCE(chunk_size=0)
 
 
+def test_token_infonce_no_grad_and_partial_grad():
+    a, am, t, tm = token_inputs()
+    t_leaf = t.clone().requires_grad_()
+    out = ContrastiveOutputs(a[:, 0], t[:, 0], torch.arange(5), torch.tensor(4.0), audio_tokens=a,
+                             audio_mask=am, text_tokens=t_leaf, text_mask=tm)
+    with torch.no_grad():
+        value = TokenInfoNCE(chunk_size=2)(out)
+    loss = TokenInfoNCE(chunk_size=2)(out)
+    torch.testing.assert_close(value, loss.detach())
+    loss.backward()  # only the text side needs a gradient here
+    t_ref = t.clone().requires_grad_()
+    ref_token_loss(a, am, t_ref, tm, torch.tensor(4.0)).backward()
+    torch.testing.assert_close(t_leaf.grad, t_ref.grad, atol=1e-5, rtol=0)
+
+
 # ----------------------------------------------------------------------------- hard negatives
 
 
@@ -316,6 +331,15 @@ def test_build_losses_and_suite():
 def test_build_losses_errors(spec, match):
     with pytest.raises(ValueError, match=match):
         build_losses(spec)
+
+
+def test_suite_rejects_bad_terms():
+    with pytest.raises(ValueError, match="without '.'"):
+        LossSuite({"a.b": (GlobalInfoNCE(), 1.0)})
+    with pytest.raises(ValueError, match="'g'.*nn.Module"):
+        LossSuite({"g": (lambda out: out, 1.0)})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="'g'.*finite"):
+        LossSuite({"g": (GlobalInfoNCE(), float("inf"))})
 
 
 def test_suite_reports_missing_inputs_by_term():

@@ -55,7 +55,7 @@ _TIMBRE_LONG = {
     "noisy": ("rough, noisy tone", "noisy tone with a rough sound", "rough and noisy tone"),
 }
 _RHYTHM_LONG = {
-    "continuous": ("It plays continuously", "It is one continuous, sustained sound", "It is sustained throughout"),
+    "continuous": ("It plays continuously", "It is one continuous, sustained sound", "It is continuous, sustained throughout"),
     "pulsing": ("It repeats in slow, regular pulses", "It is heard as slow pulses", "It pulses at a slow rate"),
     "beeping": ("It repeats in fast, short beeps", "It is heard as fast beeps", "It beeps at a fast rate"),
 }

@@ -386,4 +386,7 @@ def build_dataloader(urls: Any, *, tokenizer: Any, config: DataConfig | None = N
         pin_memory=config.pin_memory,
         persistent_workers=False,  # workers must see set_epoch, so they are re-created each epoch
         prefetch_factor=2 if config.num_workers > 0 else None,
+        # Its own generator: creating an iterator then never draws from the global torch RNG,
+        # so a resumed run's random stream matches an uninterrupted one.
+        generator=torch.Generator().manual_seed(config.seed),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from clsp.resources import config_dir, recipe_dir
@@ -15,8 +17,27 @@ def available_recipes() -> list[str]:
     return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
 
 
+_BRACES = re.compile(r"\{[^{}:]*(\.\.|,)[^{}:]*\}")
+
+
+def quote_shard_patterns(overrides: list[str]) -> list[str]:
+    """Quote values holding shard brace patterns ('train-{000000..000511}.tar').
+
+    The shell already ate the user's quotes, and Hydra's override grammar would read the
+    braces as a dictionary.
+    """
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and _BRACES.search(value) and value[:1] not in "'\"":
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        out.append(f"{key}{sep}{value}")
+    return out
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """Hydra compose of configs/train.yaml with `recipe=NAME` and any `group=choice` / `key=value`."""
+    overrides = quote_shard_patterns(list(overrides))
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException

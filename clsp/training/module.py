@@ -51,6 +51,7 @@ class CLSPTrainingModule(L.LightningModule):
         self.skipped: dict[str, int] = {}
         self.truncated = 0
         self.batches_this_epoch = 0
+        self._rng_to_restore: dict | None = None
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._last_time: float | None = None
 
@@ -125,6 +126,15 @@ class CLSPTrainingModule(L.LightningModule):
         self.log("data/truncated", float(self.truncated), batch_size=batch.size)
         return total
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Restored here, not at load time, so nothing Lightning does while restarting draws from it.
+        rng, self._rng_to_restore = self._rng_to_restore, None
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # LAION-CLAP clamps the scale to [0, ln 100] after every step.
         self.model.clamp_logit_scale_()
@@ -179,18 +189,27 @@ class CLSPTrainingModule(L.LightningModule):
             "data_position": {"epoch": int(self.current_epoch), "batches": int(self.batches_this_epoch)},
             "skipped": dict(self.skipped),
             "truncated": int(self.truncated),
+            # Dropout and friends draw from these; restoring them makes a resumed run exact.
+            "rng": {"torch": torch.get_rng_state(), "python": _python_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("clsp", {})
         self.skipped = dict(state.get("skipped", {}))
         self.truncated = int(state.get("truncated", 0))
+        self._rng_to_restore = state.get("rng")
         position = state.get("data_position")
         if position is not None:
             self.batches_this_epoch = int(position["batches"])
             datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
             if datamodule is not None:
                 datamodule.resume_at(**position)
+
+
+def _python_rng_state() -> list:
+    version, state, gauss = random.getstate()
+    return [version, list(state), gauss]
 
 
 @torch.no_grad()

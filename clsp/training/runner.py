@@ -25,7 +25,10 @@ def run_folder(cfg: DictConfig) -> tuple[Path, str | None]:
     if resume:
         from clsp.training.checkpoint import latest_checkpoint
 
-        ckpt = latest_checkpoint(root) if str(resume) == "latest" else Path(str(resume))
+        try:
+            ckpt = latest_checkpoint(root) if str(resume) == "latest" else Path(str(resume))
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
         if not ckpt.exists():
             raise ConfigError(f"resume: checkpoint not found: {ckpt}")
         return ckpt.resolve().parent.parent, str(ckpt)

@@ -1,0 +1,111 @@
+"""End-to-end training runs on tiny configs: each recipe family, export, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clsp import CLSPModel
+from clsp.train import main as train_main
+
+
+def _run_dir(tmp_path: Path, name: str) -> Path:
+    runs = sorted((tmp_path / "runs" / name).iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_demo_recipe_runs_and_writes_everything(demo, tmp_path, capsys):
+    assert train_main(["recipe=demo", *demo]) == 0
+    out = capsys.readouterr().out
+    assert "t2a/R@1" in out and "chance" in out and "model written to" in out
+    run = _run_dir(tmp_path, "demo")
+    for name in ("config.yaml", "metrics.csv", "results.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "model/config.json", "model/model.safetensors", "tokenizer/tokenizer.json"):
+        assert (run / name).exists(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["n_clips"] == 32
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header and "val/mAP@10" in header and "train/logit_scale" in header
+    model = CLSPModel.from_pretrained(run / "model")
+    assert model.encode_text(["a high beep"]).shape == (1, 64)
+
+
+def test_fusionaudio_shaped_run(fast, demo_root, tmp_path):
+    # HTSAT + long captions + global, token-level and multi-positive losses.
+    code = train_main(["recipe=fusionaudio", "model=tiny_htsat", "trainer=cpu", *fast,
+                       f"data.train={demo_root}/train", f"data.val={demo_root}/val", "data.epoch_mode=true",
+                       "data.samples_per_epoch=null", "trainer.max_steps=3", "trainer.val_check_interval=null",
+                       "data.batch_size=8"])
+    assert code == 0
+    run = _run_dir(tmp_path, "fusionaudio")
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "train/token" in header and "train/multipositive" in header and "train/global" in header
+
+
+@pytest.mark.parametrize("recipe, term", [("fcaps_stage2", "train/loss"), ("fcaps_stage3", "train/hard_negative")])
+def test_fcaps_shaped_runs(fast, demo_root, tmp_path, recipe, term):
+    code = train_main([f"recipe={recipe}", "model=tiny_whisper", "trainer=cpu", *fast,
+                       f"data.train={demo_root}/train", "data.epoch_mode=true", "data.samples_per_epoch=null",
+                       "trainer.max_steps=3"])
+    assert code == 0
+    run = _run_dir(tmp_path, recipe)
+    assert term in (run / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_export_round_trip(demo, tmp_path):
+    from clsp.export import main as export_main
+
+    assert train_main(["recipe=demo", *demo]) == 0
+    run = _run_dir(tmp_path, "demo")
+    assert export_main([str(run / "checkpoints" / "best.ckpt"), str(tmp_path / "exported")]) == 0
+    a = CLSPModel.from_pretrained(tmp_path / "exported")
+    b = CLSPModel.from_pretrained(run / "model")
+    texts = ["a loud high beep", "quiet low hum"]
+    torch.testing.assert_close(a.encode_text(texts), b.encode_text(texts), atol=0, rtol=0)
+    assert export_main([str(tmp_path / "missing.ckpt"), str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["recipe=nope"], "unknown recipe 'nope'"),
+        (["recipe=demo", "optim.not_a_key=1"], "not_a_key"),
+        (["recipe=demo", "model=nope"], "bad override"),
+        (["recipe=fusionaudio"], "data.train"),
+        (["recipe=demo", "loss.global.weight=nan"], "finite"),
+        (["recipe=fusionaudio", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
+        (["recipe=demo", "notakeyvalue"], "key=value"),
+    ],
+)
+def test_config_errors_are_one_line(overrides, message, capsys, tmp_path):
+    overrides = [*overrides, f"run.output_dir={tmp_path}/runs"] if "notakeyvalue" not in overrides else overrides
+    assert train_main(overrides) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing built or written
+
+
+def test_resume_latest_without_a_run(tmp_path, capsys, demo):
+    assert train_main(["recipe=demo", *demo, "resume=latest"]) == 2
+    assert "no" in capsys.readouterr().err
+
+
+def test_deepspeed_configs_compose():
+    from clsp.training.compose import compose_config
+
+    for name, stage in (("deepspeed2", "deepspeed_stage_2"), ("deepspeed3", "deepspeed_stage_3")):
+        cfg = compose_config(["recipe=fcaps", f"trainer={name}", "data.train=/tmp"])
+        assert cfg.trainer.strategy == stage and cfg.trainer.precision == "bf16-mixed"
+        assert cfg.trainer.accelerator == "gpu"
+
+
+def test_packaged_configs_found():
+    from clsp.resources import config_dir, recipe_dir
+
+    assert (config_dir() / "train.yaml").exists()
+    assert {"demo", "fusionaudio", "fcaps", "clap_finetune", "laion_clap"} <= {p.stem for p in recipe_dir().glob("*.yaml")}
