@@ -1,0 +1,57 @@
+"""A killed run resumed with resume=latest ends with the same weights as an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from clsp.training.checkpoint import load_checkpoint
+
+
+def _final_weights(run_root: Path) -> dict[str, torch.Tensor]:
+    (ckpt,) = run_root.glob("*/checkpoints/last.ckpt")
+    return load_checkpoint(ckpt)["state_dict"]
+
+
+def _cmd(overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "clsp.train", "recipe=demo", *overrides]
+
+
+def test_killed_run_resumes_to_identical_weights(demo, tmp_path):
+    # Enough steps to cross an epoch boundary (96 clips / 16 = 6 batches per epoch) after the kill.
+    common = [o for o in demo if not o.startswith(("run.output_dir", "trainer.max_steps"))]
+    common += ["trainer.max_steps=14", "trainer.checkpoint_every_n_steps=4", "run.final_eval=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    whole = tmp_path / "whole"
+    subprocess.run(_cmd([*common, f"run.output_dir={whole}"]), check=True, env=env, capture_output=True)
+
+    parted = tmp_path / "parted"
+    proc = subprocess.Popen(_cmd([*common, f"run.output_dir={parted}"]), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Kill hard (no clean-up) as soon as the first checkpoint is on disk.
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(parted.glob("demo/*/checkpoints/last.ckpt")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (ckpt,) = parted.glob("demo/*/checkpoints/last.ckpt")
+    killed_at = load_checkpoint(ckpt)["global_step"]
+    assert 0 < killed_at < 14
+
+    subprocess.run(_cmd([*common, f"run.output_dir={parted}", "resume=latest"]), check=True, env=env,
+                   capture_output=True)
+    a, b = _final_weights(whole / "demo"), _final_weights(parted / "demo")
+    assert load_checkpoint(next((parted / "demo").glob("*/checkpoints/last.ckpt")))["global_step"] == 14
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
