@@ -82,6 +82,9 @@ class TextTower(nn.Module):
         self.hidden_size = int(self.encoder.config.hidden_size)
         if cfg.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
             raise ValueError(f"text pooling 'pooler' needs an encoder with a pooler; {type(self.encoder).__name__} has none")
+        if cfg.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
+            # Unused weights would make DDP fail (or need the slow unused-parameter search).
+            self.encoder.pooler = None
         if cfg.gradient_checkpointing:
             # transformers 5 renamed gradient_checkpointing_enable; accept either.
             enable = getattr(self.encoder, "activation_checkpointing_enable", None)

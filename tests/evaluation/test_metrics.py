@@ -57,7 +57,7 @@ def test_hand_built_ranks():
     assert ranks.t2a.tolist() == [1, 3, 2, 3]
     # a2t: clip 0 column [0.9, 0.3, 0.8, 0.6] -> captions 0 (rank 1), 1 (rank 4)
     #      clip 1 column [0.1, 0.5, 0.7, 0.2] -> caption 2 rank 1; clip 2 [0.2,0.4,0.1,0.1] -> caption 3 rank 3
-    assert ranks.a2t[0].tolist() == [1, 4]
+    assert ranks.a2t_top[0].tolist() == [1, 4]
     assert ranks.a2t_best.tolist() == [1, 1, 3]
     m = retrieval_metrics(audio, text, [0, 0, 1, 2])
     assert m["t2a/R@1"] == pytest.approx(25.0)
@@ -80,7 +80,7 @@ def test_ties_count_only_strictly_greater():
     # Two relevant captions tied with each other take consecutive positions.
     audio, text = _designed([[0.7, 0.0], [0.7, 0.0], [0.9, 0.0]])
     ranks = retrieval_ranks(audio, text, [0, 0, 1])
-    assert ranks.a2t[0].tolist() == [2, 3]
+    assert ranks.a2t_top[0].tolist() == [2, 3]
     m = retrieval_metrics(audio, text, [0, 0, 1])
     assert ranks.a2t_best.tolist() == [2, 1]  # clip 1's column is all 0.0: its caption ties -> rank 1
     clip0, clip1 = (1 / 2 + 2 / 3) / 2, 1.0
@@ -99,7 +99,7 @@ def test_best_of_captions_differs_from_average():
     m = retrieval_metrics(audio, text, c2c)
     best = ranks.a2t_best
     assert best[0] == 1
-    per_caption_hit = (ranks.a2t[0] == 1).float().mean()  # the averaged (wrong) protocol
+    per_caption_hit = (ranks.a2t_top[0] == 1).float().mean()  # the averaged (wrong) protocol
     assert per_caption_hit < 1
     assert m["a2t/R@1"] == pytest.approx(100 * (best <= 1).float().mean().item())
     # t2a averages over all 8 captions, not over clips.
@@ -124,11 +124,14 @@ def test_chunked_equals_dense(per_clip):
     for chunk in (1, 7, None):
         ranks = retrieval_ranks(audio, text, c2c, chunk_size=chunk)
         assert torch.equal(ranks.t2a, t2a)
-        for n, rel in enumerate(a2t):
-            assert ranks.a2t[n, : len(rel)].tolist() == rel
-            assert (ranks.a2t[n, len(rel) :] == 0).all()
+        queries = [r for r in a2t if r]  # clips without captions are not a2t queries
+        assert ranks.a2t_best.tolist() == [r[0] for r in queries]
+        assert ranks.a2t_count.tolist() == [len(r) for r in queries]
+        width = ranks.a2t_top.shape[1]
+        assert ranks.a2t_top.tolist() == [[x for x in r if x <= 10] + [0] * (width - sum(x <= 10 for x in r)) for r in queries]
     m = retrieval_metrics(audio, text, c2c, chunk_size=5)
     queries = [r for r in a2t if r]
+    assert any(r[0] > 10 for r in queries) and any(len(r) > 1 and r[1] <= 10 for r in queries)  # both regimes hit
     assert m["a2t/mAP@10"] == pytest.approx(100 * np.mean([_ap10(r) for r in queries]))
     assert m["a2t/R@5"] == pytest.approx(100 * np.mean([r[0] <= 5 for r in queries]))
 
