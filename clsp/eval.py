@@ -98,6 +98,15 @@ def _need_table(args) -> None:
         raise ValueError(f"{args.task} needs a table (.csv/.tsv/.jsonl/.json), not shards: {args.data}")
 
 
+def _embed(embed_pairs, model, clips, cache, key, batch_size: int, skipped: dict[str, int]):
+    try:
+        return embed_pairs(model, clips, cache=cache, key=key, batch_size=batch_size)
+    except ValueError as exc:
+        if skipped:  # say why a shard set came out empty
+            raise ValueError(f"{exc} (skipped samples: {json.dumps(skipped)})") from exc
+        raise
+
+
 def run(args) -> dict:
     """Run one task for every model; write the report; return report.json's content."""
     from clsp.evaluation import report as rep
@@ -142,13 +151,13 @@ def run(args) -> dict:
             from clsp.evaluation.embed import embed_pairs
             from clsp.evaluation.retrieval import _device, retrieval_from_embeddings
 
-            pairs = embed_pairs(model, clips(), cache=cache, key=key, batch_size=args.batch_size)
+            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped)
             results[spec], ranks[spec] = retrieval_from_embeddings(pairs, args.chunk_size, _device(model))
         elif args.task == "score":
             from clsp.evaluation.embed import embed_pairs
             from clsp.evaluation.score import scores_from_embeddings, write_scores
 
-            pairs = embed_pairs(model, clips(), cache=cache, key=key, batch_size=args.batch_size)
+            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped)
             records = scores_from_embeddings(pairs)
             where = out if len(args.model) == 1 else out / rep.slug(spec)
             counts = write_scores(records, where, args.threshold)

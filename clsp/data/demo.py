@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["FACTORS", "build_demo", "caption_words", "generate_clip", "shard_pattern"]
 
 # Bump when the generator changes what it writes, so old corpora on disk are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ("train", "val", "test")
 
 FACTORS: dict[str, tuple[str, ...]] = {
@@ -50,30 +50,50 @@ _MAX_HARMONICS = 12
 _TIMBRE_SHORT = {"sine": "sine", "square": "square", "sawtooth": "sawtooth", "noisy": "noisy"}
 _TIMBRE_LONG = {
     "sine": ("pure sine tone", "smooth sine tone", "mellow, pure sine tone"),
-    "square": ("hollow square tone", "hollow-sounding square tone", "square tone with a hollow sound"),
+    "square": ("hollow square tone", "square tone with a hollow sound"),
     "sawtooth": ("buzzy sawtooth tone", "bright, buzzy sawtooth tone", "harsh sawtooth buzz"),
     "noisy": ("rough, noisy tone", "noisy tone with a rough sound", "rough and noisy tone"),
 }
 _RHYTHM_LONG = {
-    "continuous": ("It plays continuously", "It is one continuous, sustained sound", "It is continuous, sustained throughout"),
-    "pulsing": ("It repeats in slow, regular pulses", "It is heard as slow pulses", "It pulses at a slow rate"),
-    "beeping": ("It repeats in fast, short beeps", "It is heard as fast beeps", "It beeps at a fast rate"),
+    "continuous": (
+        "It is one continuous sound throughout",
+        "It is one continuous, sustained sound",
+        "It is continuous, sustained throughout",
+    ),
+    "pulsing": (
+        "It repeats in slow, regular pulses",
+        "It is heard in slow pulses",
+        "It pulses at a slow rate",
+    ),
+    "beeping": ("It repeats in fast, short beeps", "It is heard in fast beeps", "It beeps at a fast rate"),
 }
 _CONTOUR_LONG = {
-    "steady": ("its pitch stays steady", "its pitch is steady and flat", "its pitch stays constant and steady"),
-    "rising": ("its pitch is rising", "its pitch rises upward", "its pitch glides upward, rising to the end"),
-    "falling": ("its pitch is falling", "its pitch falls downward", "its pitch glides downward, falling to the end"),
+    "steady": (
+        "its pitch is steady",
+        "its pitch is steady and flat",
+        "its pitch is constant and steady",
+    ),
+    "rising": (
+        "its pitch is rising",
+        "its pitch rises upward",
+        "its pitch is gliding upward, rising to the end",
+    ),
+    "falling": (
+        "its pitch is falling",
+        "its pitch falls downward",
+        "its pitch is gliding downward, falling to the end",
+    ),
 }
 _BACKGROUND_LONG = {
-    "none": ("The background is silent.", "Behind it, the background is silent."),
+    "none": ("The background is silent.", "It plays over a silent background."),
     "white": ("A white noise hiss plays in the background.", "White noise is heard in the background."),
-    "pink": ("Pink noise hisses in the background.", "Pink noise is heard in the background."),
-    "brown": ("A brown noise rumble plays in the background.", "Brown noise rumbles in the background."),
+    "pink": ("A pink noise hiss plays in the background.", "Pink noise is heard in the background."),
+    "brown": ("A brown noise rumble plays in the background.", "Brown noise is heard in the background."),
 }
 _SOURCE_LONG = (
     "A {loud}, {timbre} plays at a {pitch} pitch.",
     "The clip is a {loud}, {pitch}-pitched {timbre}.",
-    "This recording has a {loud}, {timbre} with a {pitch} pitch.",
+    "This recording is a {loud}, {timbre} with a {pitch} pitch.",
 )
 # Words that must appear in a clip's captions for each attribute value (what the tests check).
 _VALUE_WORDS = {
@@ -108,18 +128,33 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+def _fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: a fast inverse-FFT length close to n."""
+    best = 1 << max(int(n - 1).bit_length(), 1)
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            size = p35 << max(int(-(-n // p35) - 1).bit_length(), 0)
+            best = min(best, size)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def _noise(rng: np.random.Generator, n: int, sample_rate: int, slope: float = 0.0,
            max_hz: float | None = None) -> np.ndarray:
-    """Gaussian noise [n] float32 of unit RMS with power spectrum ~ 1/f**slope (flat below 40 Hz, so
-    brown noise rumbles rather than drifts), band-limited to `max_hz`. Drawn in the frequency domain
-    at a power-of-two length (one fast inverse FFT, only the bins it needs), then cropped."""
-    size = 1 << max(int(n - 1).bit_length(), 1)
+    """Noise [n] float32 of unit RMS with power spectrum ~ 1/f**slope, band-limited to `max_hz`
+    (coloured noise also to >= 30 Hz, so brown noise spends its level on an audible rumble, not drift). Drawn in the frequency domain with
+    random phases (one inverse FFT of a fast length, only the bins it needs), then cropped."""
+    size = _fft_size(n)
     freqs = np.fft.rfftfreq(size, 1.0 / sample_rate).astype(np.float32)
     m = freqs.size if max_hz is None else max(int(np.searchsorted(freqs, max_hz, side="right")), 2)
+    phase = rng.random(m, dtype=np.float32) * np.float32(2.0 * np.pi)
     spec = np.zeros(freqs.size, dtype=np.complex64)
-    spec[:m] = rng.standard_normal(2 * m, dtype=np.float32).view(np.complex64)
+    spec[:m] = np.cos(phase) + 1j * np.sin(phase)
     if slope:
-        spec[:m] *= np.maximum(freqs[:m], 40.0) ** np.float32(-slope / 2.0)
+        spec[:m] *= np.where(freqs[:m] >= 30.0, np.maximum(freqs[:m], 30.0) ** np.float32(-slope / 2.0), 0.0)
     x = np.fft.irfft(spec, size)[:n]
     return x / (np.sqrt(np.mean(x**2)) + 1e-12)
 
@@ -138,7 +173,7 @@ def _tone(f: dict[str, str], rng: np.random.Generator, n: int, sample_rate: int)
     cycles = np.cumsum(freq, dtype=np.float64) / sample_rate + rng.uniform(0.0, 1.0)
     phase = (cycles - np.floor(cycles)).astype(np.float32) * np.float32(2.0 * np.pi)
     if f["timbre"] == "noisy":
-        # Narrow-band noise riding on the pitch: slow random in-phase/quadrature modulation.
+        # Band-pass noise that follows the pitch: random in-phase/quadrature modulation of the carrier.
         bw = 0.5 * centre
         x = _noise(rng, n, sample_rate, max_hz=bw) * np.cos(phase)
         x += _noise(rng, n, sample_rate, max_hz=bw) * np.sin(phase)
@@ -183,7 +218,7 @@ def _captions(f: dict[str, str], rng: np.random.Generator) -> dict[str, list[str
     core = f"{loud}, {pitch}-pitched {timbre} tone"
     contour = f"{f['contour']} in pitch"
     short = {
-        "continuous": (f"A continuous {core}, {contour}.", f"A {core} that plays continuously, {contour}."),
+        "continuous": (f"A continuous {core}, {contour}.", f"A {core}, continuous and {contour}."),
         "pulsing": (f"Slow pulses of a {core}, {contour}.", f"A {core} in slow pulses, {contour}."),
         "beeping": (f"Fast beeps of a {core}, {contour}.", f"A {core} in fast beeps, {contour}."),
     }[f["rhythm"]]
@@ -212,12 +247,18 @@ def generate_clip(
     attributes). The same (index, seed, split, sample_rate, durations) always gives the same clip."""
     if int(index) != index or index < 0:
         raise ValueError(f"demo clip index must be a non-negative integer, got {index!r}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"demo seed must be a non-negative integer, got {seed!r}")
     if not isinstance(split, str) or not split:
         raise ValueError(f"demo split must be a non-empty string, got {split!r}")
     if sample_rate < 16000:
-        raise ValueError(f"demo sample_rate must be at least 16000 Hz (high tones need their harmonics), got {sample_rate}")
+        raise ValueError(
+            f"demo sample_rate must be at least 16000 Hz (high tones need their harmonics), got {sample_rate}"
+        )
     if not 0.5 <= min_duration <= max_duration:
-        raise ValueError(f"demo durations need 0.5 <= min_duration <= max_duration, got {min_duration}, {max_duration}")
+        raise ValueError(
+            f"demo durations need 0.5 <= min_duration <= max_duration, got {min_duration}, {max_duration}"
+        )
     rng = _rng(index, seed, split)
     f = _draw_factors(rng)
     n = int(round(rng.uniform(min_duration, max_duration) * sample_rate))
@@ -246,15 +287,16 @@ def generate_clip(
 
 def _marker(seed: int, sample_rate: int, counts: dict[str, int], samples_per_shard: int, codec: str,
             min_duration: float, max_duration: float) -> dict:
+    # Plain Python types, so the marker compares equal after a JSON round trip.
     return {
         "generator_version": GENERATOR_VERSION,
-        "seed": seed,
-        "sample_rate": sample_rate,
-        "counts": counts,
-        "samples_per_shard": samples_per_shard,
-        "codec": codec,
-        "min_duration": min_duration,
-        "max_duration": max_duration,
+        "seed": int(seed),
+        "sample_rate": int(sample_rate),
+        "counts": {k: int(v) for k, v in counts.items()},
+        "samples_per_shard": int(samples_per_shard),
+        "codec": str(codec),
+        "min_duration": float(min_duration),
+        "max_duration": float(max_duration),
     }
 
 
@@ -289,7 +331,7 @@ def build_demo(
     """
     from clsp.data.writer import ShardWriter
 
-    counts = {"train": n_train, "val": n_val, "test": n_test}
+    counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
     for split, n in counts.items():
         if int(n) != n or n < 0:
             raise ValueError(f"demo n_{split} must be a non-negative integer, got {n!r}")
@@ -307,7 +349,8 @@ def build_demo(
     for split, n in counts.items():
         split_dir = out_dir / split
         # Stale shards from an earlier, larger build would otherwise be picked up by shard globs.
-        for old in [*split_dir.glob("shard-*.tar"), split_dir / "sizes.json"]:
+        stale = [*split_dir.glob("shard-*.tar"), *split_dir.glob("shard-*.tar.tmp"), split_dir / "sizes.json"]
+        for old in stale:
             old.unlink(missing_ok=True)
         if n == 0:
             continue

@@ -14,7 +14,7 @@ BEST = "best.ckpt"
 def atomic_save(trainer: L.Trainer, path: Path) -> None:
     """Write a checkpoint next to `path` and rename it into place: a kill leaves the old file whole."""
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(str(tmp))
+    trainer.save_checkpoint(str(tmp), weights_only=False)  # full state: optimizer, schedule, loops
     trainer.strategy.barrier("clsp_checkpoint")
     if trainer.is_global_zero:
         # DeepSpeed writes a folder, everything else a file; both rename atomically.

@@ -53,6 +53,8 @@ def test_bad_arguments_raise():
         generate_clip(-1)
     with pytest.raises(ValueError, match="sample_rate"):
         generate_clip(0, sample_rate=8000)
+    with pytest.raises(ValueError, match="seed"):
+        generate_clip(0, seed=-1)
     with pytest.raises(ValueError, match="split"):
         generate_clip(0, split="")
     with pytest.raises(ValueError, match="duration"):
@@ -105,8 +107,8 @@ def test_hard_negative_flips_are_meaningful():
 
 def _dominant_hz(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(audio, 2048)[::1024] * np.hanning(2048)
-    spec = np.abs(np.fft.rfft(frames, axis=1))
-    return spec.argmax(axis=1) * sample_rate / 2048, spec.max(axis=1)
+    spec = np.abs(np.fft.rfft(frames, axis=1))[:, 10:]  # above 78 Hz: every tone, not the rumble
+    return (spec.argmax(axis=1) + 10) * sample_rate / 2048, spec.max(axis=1)
 
 
 def test_audio_matches_its_pitch_contour_and_loudness():
@@ -203,3 +205,23 @@ def test_interrupted_build_is_not_complete(tmp_path):
     build_demo(tmp_path, n_train=2, n_val=1, n_test=1)
     with tarfile.open(tmp_path / "train" / "shard-000000.tar") as tar:
         assert len(tar.getnames()) == 4
+
+
+def test_background_noise_colour_matches_its_slope():
+    # Between slow pulses only the background sounds: its power spectrum falls as 1/f**slope.
+    checked = 0
+    for i in range(120):
+        audio, meta = generate_clip(i)
+        attrs = meta["attributes"]
+        if attrs["rhythm"] != "pulsing" or attrs["background"] == "none":
+            continue
+        frames = np.lib.stride_tricks.sliding_window_view(audio, 1024)[::512]
+        quiet = frames[np.argsort((frames**2).sum(axis=1))[: len(frames) // 5]] * np.hanning(1024)
+        power = (np.abs(np.fft.rfft(quiet, axis=1)) ** 2).mean(axis=0)
+        freqs = np.fft.rfftfreq(1024, 1 / 16000)
+        band = (freqs > 100) & (freqs < 6000)
+        slope = -np.polyfit(np.log10(freqs[band]), np.log10(power[band]), 1)[0]
+        expected = {"white": 0.0, "pink": 1.0, "brown": 2.0}[attrs["background"]]
+        assert abs(slope - expected) < 0.35, (attrs, slope)
+        checked += 1
+    assert checked >= 6

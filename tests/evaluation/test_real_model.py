@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import WORDS
+from eval_fakes import WORDS
 
 import clsp.eval as cli
 from clsp.evaluation import retrieval_metrics

@@ -11,12 +11,11 @@ import tarfile
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FREQS, RATE, WORDS, FakeModel, tone
+from eval_fakes import FREQS, RATE, WORDS, FakeModel, tone
 from scipy import stats
 
 import clsp.eval as cli
 from clsp.evaluation import (
-    EmbeddingCache,
     evaluate_retrieval,
     evaluate_similarity,
     evaluate_zeroshot,
@@ -152,42 +151,41 @@ def test_cli_similarity_and_score(tmp_path, tone_files, models):
     assert sorted(kept) == sorted(c for _, c in rows[:8])
 
 
-def test_shards(tmp_path, tone_files, fake_model):
-    pytest.importorskip("clsp.data.reader")
-    shard = tmp_path / "test-0000.tar"
-    with tarfile.open(shard, "w") as tar:
-        for i, (name, c) in enumerate(tone_files):
+def _write_shard(path, tone_files, kinds=("short", "long")):
+    with tarfile.open(path, "w") as tar:
+        for i, (_, c) in enumerate(tone_files):
             buf = io.BytesIO()
             sf.write(buf, tone(FREQS[c], 0.2 + 0.05 * i), RATE, format="WAV")
-            meta = {"id": f"k{i}", "captions": {"short": [f"{WORDS[c]} tone"], "long": [f"a long {WORDS[c]} tone"]}}
+            captions = {"short": [f"{WORDS[c]} tone"], "long": [f"a long {WORDS[c]} tone"]}
+            meta = {"id": f"k{i}", "captions": {k: captions[k] for k in kinds}}
             for ext, data in (("wav", buf.getvalue()), ("json", json.dumps(meta).encode())):
                 info = tarfile.TarInfo(f"k{i}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_shards_api(tmp_path, tone_files, fake_model):
+    pytest.importorskip("clsp.data.reader")
     from clsp.evaluation.datasets import iter_shard_clips
 
+    shard = _write_shard(tmp_path / "test-0000.tar", tone_files)
     records = score_pairs(fake_model, iter_shard_clips([str(shard)], captions="long"))
     assert len(records) == 8 and {r["kind"] for r in records} == {"long"}
     assert sorted(r["key"] for r in records) == [f"k{i}" for i in range(8)]
     assert all(r["caption"].startswith("a long") for r in records)
 
 
-def test_shards_cli(tmp_path, tone_files, models, monkeypatch):
+def test_shards_cli(tmp_path, tone_files, models, capsys):
     pytest.importorskip("clsp.data.reader")
-    shard = tmp_path / "s-0000.tar"
-    with tarfile.open(shard, "w") as tar:
-        for i, (_, c) in enumerate(tone_files):
-            buf = io.BytesIO()
-            sf.write(buf, tone(FREQS[c], 0.2 + 0.05 * i), RATE, format="WAV")
-            meta = {"captions": {"short": [f"{WORDS[c]} tone"]}}
-            for ext, data in (("wav", buf.getvalue()), ("json", json.dumps(meta).encode())):
-                info = tarfile.TarInfo(f"k{i}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    shard = _write_shard(tmp_path / "s-0000.tar", tone_files, kinds=("short",))
     out = tmp_path / "r"
     assert cli.main(["retrieval", "--model", "fake", "--data", str(shard), "--out", str(out), "--captions", "short"]) == 0
     assert json.loads((out / "report.json").read_text())["models"]["fake"]["num_clips"] == 8
+    # No long captions at all: every sample is a counted skip and the empty set is an error.
     assert cli.main(["retrieval", "--model", "fake", "--data", str(shard), "--out", str(out), "--captions", "long"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no clips to evaluate" in err and '"no long caption": 8' in err
 
 
 @pytest.mark.parametrize(
