@@ -10,19 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clsp.config import CLSPConfig
-
-_DROP = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype")
-
-
-def _clean(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in _DROP}
+from clsp.config import CLSPConfig, portable_hf_config
 
 
 def clap_config_to_clsp(clap_config, preprocessor: dict) -> CLSPConfig:
     """Translate a transformers ClapConfig (+ its feature-extractor settings) into a CLSPConfig."""
-    audio_hf = _clean(clap_config.audio_config.to_dict())
-    text_hf = _clean(clap_config.text_config.to_dict())
+    audio_hf = portable_hf_config(clap_config.audio_config)
+    text_hf = portable_hf_config(clap_config.text_config)
     text_hf["model_type"] = "clap_text_model"
     fusion = bool(audio_hf.get("enable_fusion"))
     truncation = preprocessor.get("truncation", "fusion" if fusion else "rand_trunc")

@@ -128,6 +128,14 @@ class CLSPConfig:
         return cls.preset(f"tiny_{audio}")
 
 
+_RUNTIME_KEYS = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype")
+
+
+def portable_hf_config(hf_config: Any) -> dict[str, Any]:
+    """A transformers config as a plain dict without run-time keys, so a saved model rebuilds offline."""
+    return {k: v for k, v in hf_config.to_dict().items() if k not in _RUNTIME_KEYS}
+
+
 def _from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from clsp.config import TextConfig
+from clsp.config import TextConfig, portable_hf_config
 from clsp.tiny import TINY_TOKENIZER, tiny_tokenizer
 
 
@@ -93,11 +93,7 @@ class TextTower(nn.Module):
             self.encoder.requires_grad_(False)
 
     def hf_config_dict(self) -> dict:
-        """The encoder's full transformers config, so a saved model rebuilds without the hub."""
-        d = self.encoder.config.to_dict()
-        for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
-            d.pop(key, None)
-        return d
+        return portable_hf_config(self.encoder.config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from clsp.audio.frontend import ClapFrontend
-from clsp.config import AudioConfig
+from clsp.config import AudioConfig, portable_hf_config
 
 
 def _build_model(cfg: AudioConfig) -> nn.Module:
@@ -57,10 +57,7 @@ class HTSATTower(nn.Module):
             self.model.requires_grad_(False)
 
     def hf_config_dict(self) -> dict:
-        d = self.model.config.to_dict()
-        for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
-            d.pop(key, None)
-        return d
+        return portable_hf_config(self.model.config)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         features, is_longer = self.frontend(waveforms, lengths)

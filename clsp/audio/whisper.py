@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from clsp.audio.frontend import WhisperFrontend
-from clsp.config import AudioConfig
+from clsp.config import AudioConfig, portable_hf_config
 
 
 def _build_encoder(cfg: AudioConfig) -> nn.Module:
@@ -48,10 +48,7 @@ class WhisperTower(nn.Module):
             self.encoder.requires_grad_(False)
 
     def hf_config_dict(self) -> dict:
-        d = self.encoder.config.to_dict()
-        for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
-            d.pop(key, None)
-        return d
+        return portable_hf_config(self.encoder.config)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         enc = self.encoder

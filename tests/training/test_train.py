@@ -109,3 +109,34 @@ def test_packaged_configs_found():
 
     assert (config_dir() / "train.yaml").exists()
     assert {"demo", "fusionaudio", "fcaps", "clap_finetune", "laion_clap"} <= {p.stem for p in recipe_dir().glob("*.yaml")}
+
+
+def test_ema_and_tensorboard(demo, tmp_path):
+    from clsp.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    assert train_main(["recipe=demo", *demo, "trainer.ema_decay=0.5", "logger=tensorboard",
+                       "run.final_eval=false"]) == 0
+    run = _run_dir(tmp_path, "demo")
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    assert any(k.startswith("ema.module.") for k in state)
+    ema = model_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    raw = model_from_checkpoint(run / "checkpoints" / "last.ckpt", use_ema=False)
+    key = "audio_head.0.weight"
+    torch.testing.assert_close(ema.state_dict()[key], state[f"ema.module.{key}"])
+    assert not torch.equal(ema.state_dict()[key], raw.state_dict()[key])
+
+
+def test_param_groups_skip_decay_on_biases_norms_and_scales():
+    from clsp import CLSPConfig
+    from clsp.training.optim import param_groups
+
+    model = CLSPModel(CLSPConfig.tiny("whisper"))
+    groups = param_groups(model, lr=1e-3, weight_decay=0.1, tower_lr=1e-5, pretrained_prefixes=("text.",))
+    by_name = {g["name"]: g for g in groups}
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert id(model.logit_scale) in no_decay
+    assert id(model.audio_head[0].bias) in no_decay and id(model.audio_head[0].weight) not in no_decay
+    assert by_name["tower/decay"]["lr"] == 1e-5 and by_name["main/decay"]["lr"] == 1e-3
+    text_ids = {id(p) for p in model.text.parameters()}
+    assert {id(p) for p in by_name["tower/decay"]["params"]} <= text_ids
