@@ -48,6 +48,18 @@ def _problem(id: str, reason: str, detail: str = "") -> dict[str, str]:
     return {"id": str(id), "reason": reason, "detail": detail}
 
 
+def _audio_file(audio: str | None, root: Path, ident: str, empty_msg: str, problems: list) -> Path | None:
+    """The input's audio file (relative paths against `root`), or None with the problem recorded."""
+    if not audio:
+        problems.append(_problem(ident, "no_audio", empty_msg))
+        return None
+    path = Path(audio) if os.path.isabs(audio) else root / audio
+    if not path.is_file():
+        problems.append(_problem(ident, "no_audio", f"file not found: {path}"))
+        return None
+    return path
+
+
 def _cell_texts(value: Any) -> list[str]:
     """Captions from a table cell: a string, a list, or a JSON-encoded list in a CSV cell."""
     if value is None:
@@ -132,12 +144,8 @@ def table_jobs(
     for n, row in enumerate(rows):
         audio = str(row.get(audio_column) or "").strip()
         ident = str(row.get(id_column) if id_column else row.get("id") or Path(audio).stem or f"row{n}")
-        if not audio:
-            problems.append(_problem(ident, "no_audio", f"row {n}: empty {audio_column!r}"))
-            continue
-        audio_path = Path(audio) if os.path.isabs(audio) else root / audio
-        if not audio_path.is_file():
-            problems.append(_problem(ident, "no_audio", f"file not found: {audio_path}"))
+        audio_path = _audio_file(audio, root, ident, f"row {n}: empty {audio_column!r}", problems)
+        if audio_path is None:
             continue
         try:
             meta = make_meta(
@@ -273,12 +281,8 @@ def fcaps_jobs(
     for n, rec in _read_jsonl(manifest):
         fields, audio, offset, duration, ident = _fcaps_record(rec)
         ident = str(ident or (Path(audio).stem if audio else f"line{n}"))
-        if not audio:
-            problems.append(_problem(ident, "no_audio", f"line {n}: no audio path field"))
-            continue
-        path = Path(audio) if os.path.isabs(audio) else root / audio
-        if not path.is_file():
-            problems.append(_problem(ident, "no_audio", f"file not found: {path}"))
+        path = _audio_file(audio, root, ident, f"line {n}: no audio path field", problems)
+        if path is None:
             continue
         try:
             meta = make_meta(
