@@ -39,11 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DataError as exc:
         # Too many bad samples: the message names the shard and the main reason.
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_last_line(exc)}", file=sys.stderr)
         return 1
     if results:
         print(format_results(results), flush=True)
     return 0
+
+
+def _last_line(exc: Exception) -> str:
+    """A DataLoader worker's exception arrives wrapped with its traceback; keep the message."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    return last.split("DataError: ", 1)[-1]
 
 
 if __name__ == "__main__":

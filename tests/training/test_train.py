@@ -140,3 +140,31 @@ def test_param_groups_skip_decay_on_biases_norms_and_scales():
     assert by_name["tower/decay"]["lr"] == 1e-5 and by_name["main/decay"]["lr"] == 1e-3
     text_ids = {id(p) for p in model.text.parameters()}
     assert {id(p) for p in by_name["tower/decay"]["params"]} <= text_ids
+
+
+def test_too_many_bad_samples_stops_with_one_line(tmp_path, capsys, fast):
+    import io
+    import shutil
+    import tarfile
+
+    from clsp.data.demo import build_demo
+
+    root = tmp_path / "bad"
+    build_demo(root, n_train=128, n_val=8, n_test=8, samples_per_shard=128)
+    shard = next((root / "train").glob("*.tar"))
+    # Rewrite the shard with every audio member's bytes destroyed (JSON left intact).
+    broken = tmp_path / "broken.tar"
+    with tarfile.open(shard) as src, tarfile.open(broken, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith(".flac"):
+                data = b"\x00" * len(data)
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    shutil.move(broken, shard)
+    code = train_main(["recipe=fusionaudio", "model=tiny_whisper", "trainer=cpu", *fast, f"data.train={root}/train",
+                       "data.epoch_mode=true", "data.samples_per_epoch=null", "data.num_workers=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: data failure rate") and "decode_error" in err[-1] and shard.name in err[-1]
