@@ -123,7 +123,7 @@ class CLSPTrainingModule(L.LightningModule):
         self._last_time = now
         skipped = sum(v for k, v in self.skipped.items() if k not in ("caption_fallback", "no_negative"))
         self.log("data/skipped", float(skipped), prog_bar=bool(skipped), batch_size=batch.size)
-        self.log("data/truncated", float(self.truncated), batch_size=batch.size)
+        self.log("data/truncated", float(self.truncated), prog_bar=bool(self.truncated), batch_size=batch.size)
         return total
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
