@@ -133,7 +133,14 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """The whole run. Returns the final results (test retrieval metrics and paths)."""
+    import warnings
+
     import lightning as L
+
+    # Known and harmless here: our IterableDataset's __len__ is exact per rank and worker by design,
+    # and Lightning's own use of a deprecated torch pytree name.
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
     from clsp.losses import build_losses
     from clsp.training.datamodule import CLSPDataModule
