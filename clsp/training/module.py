@@ -108,13 +108,10 @@ class CLSPTrainingModule(L.LightningModule):
         for reason, n in batch.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + int(n)
         self.batches_this_epoch += 1
-        bar = {"loss": total.detach()}
-        bar.update({k: v for k, v in parts.items()} if len(parts) > 1 else {})
-        self.log_dict({f"train/{k}": v for k, v in bar.items()}, prog_bar=False, batch_size=batch.size)
-        self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=batch.size)
-        for name, value in parts.items():
-            if len(parts) > 1:
-                self.log(name, value, prog_bar=True, logger=False, batch_size=batch.size)
+        # Every term on its own (the total alone when there is one term): logged, and in the progress bar.
+        terms = {"loss": total.detach(), **(parts if len(parts) > 1 else {})}
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.size)
+        self.log_dict(terms, prog_bar=True, logger=False, batch_size=batch.size)
         self.log("train/logit_scale", self.model.scale().detach(), batch_size=batch.size)
         now = time.perf_counter()
         if self._last_time is not None:
