@@ -21,6 +21,7 @@ Strings are stripped; empty strings and exact duplicates are dropped; order is k
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -178,3 +179,26 @@ class KeyAllocator:
 
     def __contains__(self, key: str) -> bool:
         return key in self._used
+
+
+def cell_texts(value: Any) -> list[str]:
+    """Captions from a table cell: a string, a list, or a JSON-encoded list in a CSV cell.
+
+    Texts are stripped and empty ones dropped (an empty cell is a missing caption).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            return [text] if text else []
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return [text]
+        if not isinstance(value, list):
+            return [text]
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+    text = str(value).strip()
+    return [text] if text else []

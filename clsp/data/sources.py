@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clsp.data.schema import CaptionError, make_meta
+from clsp.data.schema import CaptionError, cell_texts, make_meta
 
 TABLE_AUDIO_COLUMNS = ("audio", "path", "file", "audio_path", "filename", "file_name", "wav")
 TABLE_SHORT_COLUMNS = ("caption", "captions", "text", "short_caption", "short_captions")
@@ -58,25 +58,6 @@ def _audio_file(audio: str | None, root: Path, ident: str, empty_msg: str, probl
         problems.append(_problem(ident, "no_audio", f"file not found: {path}"))
         return None
     return path
-
-
-def _cell_texts(value: Any) -> list[str]:
-    """Captions from a table cell: a string, a list, or a JSON-encoded list in a CSV cell."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("[") and text.endswith("]"):
-            try:
-                parsed = json.loads(text)
-                if isinstance(parsed, list):
-                    return [str(v) for v in parsed]
-            except ValueError:
-                pass
-        return [text] if text else []  # an empty cell is a missing caption
-    if isinstance(value, list):
-        return [str(v) for v in value if v is not None]
-    return [str(value)]
 
 
 def _read_table(path: Path) -> list[dict[str, Any]]:
@@ -151,8 +132,8 @@ def table_jobs(
             meta = make_meta(
                 ident,
                 source=source,
-                short=[t for c in short_columns for t in _cell_texts(row.get(c))],
-                long=[t for c in long_columns for t in _cell_texts(row.get(c))],
+                short=[t for c in short_columns for t in cell_texts(row.get(c))],
+                long=[t for c in long_columns for t in cell_texts(row.get(c))],
                 attributes={c: row.get(c) for c in attribute_columns},
                 transcript=row.get(transcript_column) if transcript_column else None,
             )

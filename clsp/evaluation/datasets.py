@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from clsp.data.schema import cell_texts
+
 __all__ = [
     "Clip",
     "read_table",
@@ -138,23 +140,6 @@ def _probe(clip: Clip, where: str) -> None:
     clip.sample_rate, clip.frames = info.samplerate, info.frames
 
 
-def _texts(value: object) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        s = value.strip()
-        if s.startswith("[") and s.endswith("]"):
-            try:
-                value = json.loads(s)
-            except json.JSONDecodeError:
-                return [s]
-        else:
-            return [s] if s else []
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [str(value).strip()]
-
-
 def _kind(column: str) -> str:
     if column.startswith("short"):
         return "short"
@@ -210,7 +195,7 @@ def load_retrieval_table(
             clip = clips[path] = Clip(key=key, path=path, line=line)
         found = 0
         for col in cap_cols:
-            texts = _texts(row.get(col))
+            texts = cell_texts(row.get(col))
             clip.captions += texts
             clip.kinds += [_kind(col)] * len(texts)
             found += len(texts)
@@ -324,7 +309,7 @@ def as_clips(
             clip = Clip(key=str(i), audio=audio.astype(np.float32, copy=False), sample_rate=sample_rate,
                         frames=audio.shape[0], line=i)
         if captions is not None:
-            texts = _texts(captions[i])
+            texts = cell_texts(captions[i])
             if not texts:
                 raise ValueError(f"clip {i}: no caption")
             clip.captions, clip.kinds = texts, ["caption"] * len(texts)

@@ -94,3 +94,14 @@ def test_audio_io_segment_and_mono(tmp_path):
         audio_io.load(tmp_path / "missing.wav")
     with pytest.raises(audio_io.AudioDecodeError):
         audio_io.decode(b"not audio at all")
+
+
+def test_cell_texts_reads_strings_lists_and_json_lists():
+    from clsp.data.schema import cell_texts
+
+    assert cell_texts(None) == [] and cell_texts("   ") == []
+    assert cell_texts(" a dog barks ") == ["a dog barks"]
+    assert cell_texts('["one", " two ", ""]') == ["one", "two"]
+    assert cell_texts("[not json") == ["[not json"]
+    assert cell_texts(("x", None, " ")) == ["x"]
+    assert cell_texts(3) == ["3"]
