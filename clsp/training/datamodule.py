@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import copy
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -32,29 +35,53 @@ def loader_config(data: Mapping[str, Any], model: CLSPConfig, **extra: Any) -> D
 
 
 class ResumableLoader:
-    """Wraps a ShardLoader: each iteration is the trainer's current epoch, and after a resume
-    the first iteration skips the batches the checkpoint had already trained on."""
+    """Wraps a ShardLoader: each iteration is the trainer's current epoch; after a resume the first
+    iteration skips the batches the checkpoint had already trained on; with several ranks in
+    epoch mode every rank stops at the same batch count (see `equal_batches`)."""
 
-    def __init__(self, loader, epoch_fn):
+    def __init__(self, loader, epoch_fn: Callable[[], int], limit_fn: Callable[[int], int | None] | None = None):
         self.loader = loader
         self.epoch_fn = epoch_fn
+        self.limit_fn = limit_fn or (lambda epoch: None)
         self._skip = 0
 
     def resume(self, batches: int) -> None:
         self._skip = int(batches)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        limit = self.limit_fn(self.epoch_fn())
+        return len(self.loader) if limit is None else min(limit, len(self.loader))
 
     def __iter__(self) -> Iterator:
-        self.loader.set_epoch(self.epoch_fn())
+        epoch = self.epoch_fn()
+        self.loader.set_epoch(epoch)
         skip, self._skip = self._skip, 0
-        iterator = iter(self.loader)
         # Skipped batches are still decoded, so the data (and its random crops) match exactly.
-        for _ in range(skip):
-            if next(iterator, None) is None:
-                return
-        yield from iterator
+        yield from itertools.islice(iter(self.loader), skip, self.limit_fn(epoch))
+
+
+def equal_batches(dataset) -> Callable[[int], int | None]:
+    """Per-epoch batch limit so every rank yields the same count in epoch mode.
+
+    Shards differ in size, so ranks would otherwise run out at different steps and DDP would
+    hang. Each rank computes every rank's planned count from sizes.json (the plan is
+    deterministic) and stops at the smallest. Samples that turn out bad can still make a rank
+    short: resampled mode (epoch_mode=false) is the robust choice for many GPUs.
+    """
+    cfg = dataset.config
+    if cfg.world_size == 1 or not cfg.epoch_mode:
+        return lambda epoch: None
+
+    def limit(epoch: int) -> int:
+        counts = []
+        for rank in range(cfg.world_size):
+            other = copy.copy(dataset)
+            other.config = replace(cfg, rank=rank)
+            other.set_epoch(epoch)
+            counts.append(len(other))
+        return min(counts)
+
+    return limit
 
 
 class CLSPDataModule(L.LightningDataModule):
@@ -85,7 +112,8 @@ class CLSPDataModule(L.LightningDataModule):
                             caption_policy=self.caption_policy, hard_negatives=self.hard_negatives,
                             crop="random")
         loader = build_dataloader(self.data["train"], tokenizer=self.tokenizer, config=cfg)
-        self._train = ResumableLoader(loader, lambda: self.trainer.current_epoch if self.trainer else 0)
+        self._train = ResumableLoader(loader, lambda: self.trainer.current_epoch if self.trainer else 0,
+                                      equal_batches(loader.dataset))
         self._train.resume(self._skip)
         return self._train
 

@@ -1,0 +1,42 @@
+"""The training DataModule: equal batch counts across ranks, resume skipping."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from clsp import CLSPConfig
+from clsp.data.demo import build_demo
+from clsp.tiny import tiny_tokenizer
+from clsp.training.datamodule import CLSPDataModule
+
+
+def write_shards(root, n: int, samples_per_shard: int) -> None:
+    build_demo(root, n_train=n, n_val=2, n_test=2, samples_per_shard=samples_per_shard)
+
+
+def _module(root, rank: int, world: int, epoch: int = 0) -> CLSPDataModule:
+    data = {"train": str(root / "train"), "batch_size": 2, "num_workers": 0, "epoch_mode": True, "caption_policy": "short",
+            "shuffle_buffer": 4}
+    dm = CLSPDataModule(data, CLSPConfig.tiny("whisper"), tiny_tokenizer(), seed=0)
+    dm.trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=epoch)
+    return dm
+
+
+def test_ranks_yield_equal_batch_counts_with_uneven_shards(tmp_path):
+    write_shards(tmp_path, n=18, samples_per_shard=8)  # shards of 8, 8 and 2 samples
+    for epoch in range(3):
+        counts = [len(list(_module(tmp_path, r, 2, epoch).train_dataloader())) for r in range(2)]
+        assert counts[0] == counts[1] > 0
+        planned = [len(_module(tmp_path, r, 2, epoch).train_dataloader().loader) for r in range(2)]
+        assert counts[0] == min(planned)
+    # A single process reads everything.
+    assert sum(b.size for b in _module(tmp_path, 0, 1).train_dataloader()) == 18
+
+
+def test_resume_skips_trained_batches(tmp_path):
+    write_shards(tmp_path, n=12, samples_per_shard=12)
+    full = [b.keys for b in _module(tmp_path, 0, 1).train_dataloader()]
+    dm = _module(tmp_path, 0, 1)
+    dm.resume_at(epoch=0, batches=2)
+    resumed = [b.keys for b in dm.train_dataloader()]
+    assert resumed == full[2:]
