@@ -19,7 +19,12 @@ from clsp.tiny import TINY_TOKENIZER, tiny_tokenizer
 class Tokens:
     input_ids: torch.Tensor  # [N, L]
     attention_mask: torch.Tensor  # [N, L]
-    truncated: int  # how many texts were cut at max_length
+    cut: torch.Tensor  # [N] bool: this text was cut at max_length
+
+    @property
+    def truncated(self) -> int:
+        """How many texts were cut at max_length."""
+        return int(self.cut.sum())
 
 
 def load_tokenizer(name: str):
@@ -54,7 +59,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokens:
         input_ids = input_ids[:, :max_length].clone()
         attention_mask = attention_mask[:, :max_length].clone()
         input_ids[over, max_length - 1] = last[over]
-    return Tokens(input_ids.long(), attention_mask.long(), int(over.sum()))
+    return Tokens(input_ids.long(), attention_mask.long(), over)
 
 
 def _build_encoder(cfg: TextConfig) -> nn.Module:

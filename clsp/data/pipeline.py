@@ -47,6 +47,7 @@ from clsp.data.reader import (
     parse_sources,
     shard_sizes,
 )
+from clsp.text import tokenize
 
 CAPTION_POLICIES = ("short", "long", "both", "random")
 CROPS = ("random", "start", "none")
@@ -147,7 +148,7 @@ def collate(
     """One Batch from decoded samples and their chosen captions (primary first per sample).
 
     Audio is zero padded to the longest clip with one pad_sequence; all captions (and negatives)
-    are tokenised in one tokenizer call, padded to the longest, truncated at max_text_length.
+    are tokenised in one call (clsp.text.tokenize), padded to the longest, truncated at max_text_length.
     """
     b = len(samples)
     if b == 0:
@@ -169,20 +170,10 @@ def collate(
     neg_texts = []
     if negatives is not None:
         neg_texts = [neg if neg is not None else texts[i] for i, neg in enumerate(negatives)]
-    tok = tokenizer(
-        texts + neg_texts,
-        padding="longest",
-        truncation=True,
-        max_length=max_text_length,
-        return_tensors="pt",
-    )
-    ids, mask = tok["input_ids"], tok["attention_mask"]
-    # A caption was truncated iff its untruncated length is > max: only full-length rows can be.
-    full = (mask[:n_caps].sum(1) >= max_text_length).nonzero().flatten().tolist()
-    truncated = 0
-    if full:
-        untrunc = tokenizer([texts[i] for i in full], truncation=False, verbose=False)["input_ids"]
-        truncated = sum(len(x) > max_text_length for x in untrunc)
+    # The model's own tokenization: one call, truncation at max_text_length counted, end token kept.
+    tok = tokenize(tokenizer, texts + neg_texts, max_text_length)
+    ids, mask = tok.input_ids, tok.attention_mask
+    truncated = int(tok.cut[:n_caps].sum())  # captions only: negatives are flipped copies of them
 
     batch = Batch(
         audio=audio,
