@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
+from clsp.data.audio_io import AudioDecodeError, audio_info, decode
 from clsp.data.schema import cell_texts
 
 __all__ = [
@@ -132,12 +132,12 @@ def _probe(clip: Clip, where: str) -> None:
     if not clip.path.is_file():
         raise FileNotFoundError(f"{where}: audio file not found: {clip.path}")
     try:
-        info = sf.info(str(clip.path))
-    except (sf.LibsndfileError, RuntimeError) as exc:
+        frames, rate, _ = audio_info(clip.path)
+    except AudioDecodeError as exc:
         raise ValueError(f"{where}: cannot read audio {clip.path}: {exc}") from exc
-    if info.frames == 0:
+    if frames == 0:
         raise ValueError(f"{where}: audio file is empty: {clip.path}")
-    clip.sample_rate, clip.frames = info.samplerate, info.frames
+    clip.sample_rate, clip.frames = rate, frames
 
 
 def _kind(column: str) -> str:
@@ -271,10 +271,9 @@ def load_audio(clip: Clip) -> tuple[np.ndarray, int | None]:
     if clip.audio is not None:
         return clip.audio, clip.sample_rate
     try:
-        data, rate = sf.read(str(clip.path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
+        return decode(clip.path)  # mono float32 at the file's rate
+    except AudioDecodeError as exc:
         raise ValueError(f"line {clip.line}: cannot decode audio {clip.path}: {exc}") from exc
-    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], rate
 
 
 def as_clips(
