@@ -60,6 +60,7 @@ class Clip:
     label: str | None = None
     score: float | None = None
     line: int = 0  # table line, for error messages
+    attributes: dict[str, str] = field(default_factory=dict)  # official sets: fold, gender, age bin, ...
 
 
 def read_table(path: str | Path) -> list[tuple[int, dict]]:

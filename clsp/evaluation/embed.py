@@ -8,6 +8,8 @@ length (less padding for variable-length towers) and restored to their order aft
 Cache entries are keyed by (model fingerprint, data fingerprint, what was embedded) and
 stored as ``<key>.safetensors`` with the captions/keys as JSON metadata, so a re-run on
 the same model and data reads neither audio nor model.
+
+Progress (clips/s) goes through tqdm, the bar Lightning already uses, when a `desc` is given.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,13 +143,20 @@ def _drop_audio(batch: list[Clip]) -> list[Clip]:
 
 @torch.inference_mode()
 def encode_clips(
-    model, clips: Iterable[Clip], batch_size: int = 16, on_clip: Callable[[Clip], None] | None = None
+    model,
+    clips: Iterable[Clip],
+    batch_size: int = 16,
+    on_clip: Callable[[Clip], None] | None = None,
+    desc: str | None = None,
 ) -> tuple[torch.Tensor, list[Clip]]:
     """Embed clips in batches: ([N, D] float32 CPU, the clips in order, decoded audio dropped).
 
     A list is batched by duration and restored to its order; any other iterable (a shard
     stream) is consumed batch by batch, so memory holds one batch of audio at a time.
+    With `desc`, a progress bar on stderr shows clips/s.
     """
+    from tqdm import tqdm
+
     if isinstance(clips, Sequence):
         seq = list(clips)
         order = sorted(range(len(seq)), key=lambda i: seq[i].frames / (seq[i].sample_rate or 1))
@@ -156,15 +166,20 @@ def encode_clips(
     done: list[Clip] = []
     parts: list[torch.Tensor] = []
     batch: list[Clip] = []
-    for clip in stream:
-        batch.append(clip)
-        if len(batch) == batch_size:
+    bar = tqdm(total=len(order) if order is not None else None, desc=desc, unit="clip", file=sys.stderr,
+               disable=desc is None, mininterval=1.0, dynamic_ncols=True)
+    with bar:
+        for clip in stream:
+            batch.append(clip)
+            if len(batch) == batch_size:
+                parts.append(_encode_batch(model, batch))
+                done += _drop_audio(batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
             parts.append(_encode_batch(model, batch))
             done += _drop_audio(batch)
-            batch = []
-    if batch:
-        parts.append(_encode_batch(model, batch))
-        done += _drop_audio(batch)
+            bar.update(len(batch))
     if not done:
         raise ValueError("no clips to evaluate: the data set is empty")
     if on_clip is not None:
@@ -199,11 +214,12 @@ def embed_pairs(
     key: str | None = None,
     batch_size: int = 16,
     text_batch_size: int = 256,
+    desc: str | None = None,
 ) -> PairEmbeddings:
-    """Embed clips and all their captions (cached under `key` when a cache is given)."""
+    """Embed clips and all their captions (cached under `key` when a cache is given; `desc`: progress bar)."""
 
     def compute() -> tuple[dict[str, torch.Tensor], dict]:
-        audio, done = encode_clips(model, clips, batch_size)
+        audio, done = encode_clips(model, clips, batch_size, desc=desc)
         captions = [t for c in done for t in c.captions]
         if not captions:
             raise ValueError("no captions to evaluate: every clip has an empty caption list")

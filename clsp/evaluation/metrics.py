@@ -6,24 +6,44 @@ Retrieval follows the AudioCaps / Clotho protocol:
   R@k and mAP@10 are averaged over *every caption*. With one relevant clip, AP@10 is
   ``1/rank`` when ``rank <= 10`` else 0.
 - **audio->text**: every clip ranks all captions. R@k, median and mean rank use the
-  *best* rank among the clip's captions. ``a2t/mAP@10`` is the standard AP@10 over the
-  clip's relevant captions: ``sum_{j: p_j <= 10} (j / p_j) / min(n_relevant, 10)``, where
-  ``p_j`` is the position of the j-th best-ranked relevant caption. LAION-CLAP instead
-  reports ``1/best_rank`` (the t2a formula on the best rank); that number is reported
-  as ``a2t/mAP@10_best`` for comparison with its tables.
+  *best* rank among the clip's captions.
+
+Protocol variants, each under its own key so a number says which table it compares with:
+
+- ``a2t/mAP@10`` (the main one; WavCaps' ``a2t``): the standard AP@10 over the clip's
+  relevant captions, ``sum_{j: p_j <= 10} (j / p_j) / min(n_relevant, 10)``, where ``p_j``
+  is the position of the j-th best-ranked relevant caption (sorted ascending). For
+  5-caption sets the divisor is 5, as in WavCaps.
+- ``a2t/mAP@10_laion``: LAION-CLAP's ``evaluate_clotho_audiocaps``. It takes the clip's
+  captions ranked within the top 10 *in stored caption order, unsorted*, sums
+  ``j / p`` over them (j counting 1, 2, ... in that order) and divides by the number of
+  captions (5 in its sets). It is never below ``a2t/mAP@10`` and equals it when the
+  captions happen to be stored in rank order.
+- ``a2t/mAP@10_best``: the t2a formula applied to the clip's best rank,
+  ``1/best_rank if best_rank <= 10``. Neither LAION-CLAP function computes this on
+  5-caption sets; with one caption per clip (LAION's ``get_metrics``) it equals the
+  standard AP@10. Kept as a best-caption summary, not as any paper's number.
+- ``*/medR``: the median rank as LAION-CLAP and WavCaps compute it,
+  ``floor(median(rank - 1)) + 1`` on their 0-based ranks (numpy's median, so an even
+  count averages the two middle values *before* the floor). ``*/median_rank`` is the
+  plain median of the 1-based ranks (may be fractional). ``*/mean_rank`` equals their
+  ``meanR`` (``mean(rank - 1) + 1``).
 
 Ranks are 1-based. Ties count against nobody: a candidate ranks ahead of the target only
 if its similarity is *strictly* greater (the optimistic rank). Relevant captions tied with
-each other take consecutive positions. Clips without any caption stay candidates for
-text->audio but are not audio->text queries.
+each other take consecutive positions (in stored order). Clips without any caption stay
+candidates for text->audio but are not audio->text queries.
 
-R@k and mAP values are percentages (0-100); ranks are plain numbers. The median of an
-even count is the mean of the two middle values (numpy's convention).
+R@k and mAP values are percentages (0-100); ranks are plain numbers.
 
 Similarities are computed in row chunks (one chunk of queries against all candidates),
 keeping only the target ranks, so memory is ``O(chunk * candidates)`` rather than
 ``O(queries * candidates)``; results equal the dense computation exactly, because each
 target similarity is read from the same chunk row it is compared against.
+
+Zero-shot confusion matrices come from torchmetrics; Pearson r from torchmetrics too.
+Spearman stays Pearson-on-average-ranks here because torchmetrics' version adds an epsilon
+to its denominator (about 1e-8 off scipy).
 """
 
 from __future__ import annotations
@@ -32,6 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchmetrics.functional import pearson_corrcoef
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 __all__ = [
     "RetrievalRanks",
@@ -58,6 +80,8 @@ class RetrievalRanks:
     a2t_best: torch.Tensor  # [Q] best rank among the captions of each clip that has captions
     a2t_top: torch.Tensor  # [Q, K] positions <= 10 of each such clip's captions, ascending; 0 = beyond 10 / none
     a2t_count: torch.Tensor  # [Q] number of captions of each such clip
+    # [Q, K] the same positions in stored caption order (LAION's unsorted mAP@10); None if not computed
+    a2t_stored: torch.Tensor | None = None
 
 
 def _check_inputs(audio_emb: torch.Tensor, text_emb: torch.Tensor, caption_to_clip: torch.Tensor) -> None:
@@ -159,13 +183,15 @@ def retrieval_ranks(
         above[start : start + step] = (top[:, None, :] > targets[:, :, None]).sum(2)
     del blocks
     # Ranks beyond 10 (or padding) become MAP_K + 1 and are dropped after the tie adjustment.
-    ranks = torch.where(valid & (above < MAP_K), above + 1, MAP_K + 1).sort(dim=1).values
+    ranks, slots = torch.where(valid & (above < MAP_K), above + 1, MAP_K + 1).sort(dim=1, stable=True)
     # Relevant captions tied with each other take consecutive positions: p_j = j + max_{i<=j}(r_i - i).
     j = torch.arange(1, k + 1, device=device)
     positions = j + torch.cummax(ranks - j, dim=1).values
     top_positions = torch.where(positions <= MAP_K, positions, 0)
+    stored = torch.empty_like(top_positions).scatter_(1, slots, top_positions)  # back to caption order
     return RetrievalRanks(
-        t2a=t2a.cpu(), a2t_best=best.cpu(), a2t_top=top_positions.cpu(), a2t_count=counts[clips].cpu()
+        t2a=t2a.cpu(), a2t_best=best.cpu(), a2t_top=top_positions.cpu(), a2t_count=counts[clips].cpu(),
+        a2t_stored=stored.cpu(),
     )
 
 
@@ -173,6 +199,18 @@ def _median(x: torch.Tensor) -> float:
     s = x.double().sort().values
     mid = s.numel() // 2
     return float(s[mid]) if s.numel() % 2 else float((s[mid - 1] + s[mid]) / 2)
+
+
+def _med_r(ranks: torch.Tensor) -> float:
+    """LAION-CLAP / WavCaps medR: floor of numpy's median of the 0-based ranks, plus 1."""
+    return float(np.floor(_median(ranks - 1)) + 1)
+
+
+def _ap_terms(positions: torch.Tensor) -> torch.Tensor:
+    """[Q] sum of j / p_j over the non-zero positions of each row, j counting them 1, 2, ... in row order."""
+    hit = positions > 0
+    j = torch.cumsum(hit, dim=1).double()
+    return torch.where(hit, j / positions.double().clamp(min=1), 0).sum(1)
 
 
 def ranks_to_metrics(ranks: RetrievalRanks, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
@@ -183,6 +221,7 @@ def ranks_to_metrics(ranks: RetrievalRanks, ks: tuple[int, ...] = (1, 5, 10)) ->
         out[f"t2a/R@{k}"] = float((t2a <= k).double().mean() * 100)
     out["t2a/mAP@10"] = float(torch.where(t2a <= 10, 1 / t2a, 0).mean() * 100)
     out["t2a/median_rank"] = _median(t2a)
+    out["t2a/medR"] = _med_r(t2a)
     out["t2a/mean_rank"] = float(t2a.mean())
 
     if ranks.a2t_best.numel() == 0:
@@ -190,13 +229,15 @@ def ranks_to_metrics(ranks: RetrievalRanks, ks: tuple[int, ...] = (1, 5, 10)) ->
     best = ranks.a2t_best.double()
     for k in ks:
         out[f"a2t/R@{k}"] = float((best <= k).double().mean() * 100)
-    pos = ranks.a2t_top.double()  # positions <= 10, 0 = not retrieved
-    j = torch.arange(1, pos.shape[1] + 1, dtype=torch.float64)
-    precision = torch.where(pos > 0, j / pos.clamp(min=1), 0).sum(1)
-    ap = precision / ranks.a2t_count.clamp(max=MAP_K).double()
+    # a2t_top is sorted ascending with zeros (not retrieved) last, so j counts hits in rank order.
+    ap = _ap_terms(ranks.a2t_top) / ranks.a2t_count.clamp(max=MAP_K).double()
     out["a2t/mAP@10"] = float(ap.mean() * 100)
+    if ranks.a2t_stored is not None:
+        laion = _ap_terms(ranks.a2t_stored) / ranks.a2t_count.double()
+        out["a2t/mAP@10_laion"] = float(laion.mean() * 100)
     out["a2t/mAP@10_best"] = float(torch.where(best <= 10, 1 / best, 0).mean() * 100)
     out["a2t/median_rank"] = _median(best)
+    out["a2t/medR"] = _med_r(best)
     out["a2t/mean_rank"] = float(best.mean())
     return out
 
@@ -241,8 +282,7 @@ def zeroshot_metrics(
     if targets.min() < 0 or targets.max() >= n_classes:
         raise ValueError(f"targets must be class indices in [0, {n_classes})")
     preds = (audio_emb @ class_emb.to(audio_emb).T).argmax(1).cpu()
-    confusion = torch.bincount(targets * n_classes + preds, minlength=n_classes * n_classes)
-    confusion = confusion.view(n_classes, n_classes)
+    confusion = multiclass_confusion_matrix(preds, targets, n_classes, validate_args=False)
     support = confusion.sum(1)
     present = support > 0
     recall = confusion.diag().double() / support.clamp(min=1)
@@ -272,11 +312,9 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
         raise ValueError(f"pearson needs two 1-D arrays of equal length; got {x.shape} and {y.shape}")
     if x.size < 2:
         raise ValueError(f"correlation needs at least 2 pairs; got {x.size}")
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = np.sqrt((xc * xc).sum() * (yc * yc).sum())
-    if denom == 0:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         raise ValueError("correlation is undefined: one of the inputs is constant")
-    return float((xc * yc).sum() / denom)
+    return float(pearson_corrcoef(torch.from_numpy(x), torch.from_numpy(y)))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
