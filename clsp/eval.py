@@ -5,10 +5,17 @@ Tasks:
   zeroshot    zero-shot classification with prompt templates (WA, UAR, confusion matrix)
   similarity  Pearson / Spearman of model cosine vs human style ratings
   score       cosine of every audio-caption pair (JSONL); --threshold splits kept/dropped
+  suite       a paper's tables in one run: `suite clap|clsp|fusionaudio --model M --root DIR`
 
 --data is a CSV/TSV/JSONL table (relative audio paths resolve against its folder, or
---audio-root) or, for retrieval/score, WebDataset shards ('/d/test-{0000..0009}.tar' or a
-folder). Several --model values are evaluated side by side in one report. Embeddings are
+--audio-root), for retrieval/score WebDataset shards ('/d/test-{0000..0009}.tar' or a
+folder), or an official release folder as NAME:DIR:
+  audiocaps:DIR  test.csv/val.csv, audio named by YouTube id (in DIR or DIR/test/)
+  clotho:DIR     clotho_captions_evaluation.csv + evaluation/
+  esc50:DIR      meta/esc50.csv + audio/          us8k:DIR   metadata/UrbanSound8K.csv + audio/foldN/
+  ravdess:DIR    Actor_01..24/                    crema-d:DIR  AudioWAV/ + VideoDemographics.csv
+(--split picks val/validation; --label-column picks emotion, gender, age, ... of the speech sets).
+Several --model values are evaluated side by side in one report. Embeddings are
 cached as .safetensors under --cache-dir (default <out>/.cache), keyed by model weights
 and data, so a re-run skips the encoders.
 """
@@ -22,6 +29,9 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
+# The names of clsp.evaluation.suite.SUITES, here so that --help needs no torch import.
+SUITE_NAMES = ("clap", "clsp", "fusionaudio")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -31,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", action="append", required=True,
                         help="model folder, hub id, clap:<path-or-id> or a training .ckpt (repeat to compare)")
-    common.add_argument("--data", required=True, help="table (.csv/.tsv/.jsonl/.json) or shards")
+    common.add_argument("--data", required=True, help="table (.csv/.tsv/.jsonl/.json), shards, or NAME:DIR")
+    common.add_argument("--split", default=None, help="split of an official set (audiocaps: test/val; clotho: "
+                        "evaluation/validation)")
     common.add_argument("--out", default=None, help="output folder (default eval/<task>)")
     common.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/.cache)")
     common.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
@@ -48,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = tasks.add_parser("retrieval", parents=[common, pairs], help="text<->audio retrieval")
     r.add_argument("--chunk-size", type=int, default=None, help="query rows per similarity block")
     z = tasks.add_parser("zeroshot", parents=[common], help="zero-shot classification")
-    z.add_argument("--label-column", default=None)
+    z.add_argument("--label-column", default=None,
+                   help="label column of a table, or attribute of ravdess:/crema-d: (emotion, gender, age, ...)")
+    z.add_argument("--fold", default=None, help="evaluate only this fold of esc50:/us8k: (a model trained on the others)")
     z.add_argument("--labels", default=None, help="label list file (one per line or a JSON list); default: the table's")
     z.add_argument("--template", action="append", default=None,
                    help='prompt with {label}, repeat for an ensemble (default "This is a sound of {label}.")')
@@ -57,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score-column", default=None)
     c = tasks.add_parser("score", parents=[common, pairs], help="cosine of every audio-caption pair")
     c.add_argument("--threshold", type=float, default=None, help="also write kept.jsonl / dropped.jsonl (e.g. 0.08)")
+
+    u = tasks.add_parser("suite", help="a named suite of official sets, with the published numbers beside")
+    u.add_argument("suite", choices=SUITE_NAMES, help="clap, clsp or fusionaudio")
+    u.add_argument("--model", action="append", required=True, help="model spec (repeat to compare)")
+    u.add_argument("--root", required=True, help="folder holding the downloaded sets (any depth up to 2)")
+    u.add_argument("--out", default=None, help="output folder (default eval/suite-<name>)")
+    u.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/.cache)")
+    u.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    u.add_argument("--batch-size", type=int, default=16, help="clips per encode_audio call")
+    u.add_argument("--device", default=None, help="move the model here (e.g. cuda, cpu)")
+    u.add_argument("--ratings", default=None, help="style-ratings table (audio, description, score) for clsp")
+    u.add_argument("--esc50-fold", default=None,
+                   help="evaluate ESC-50 on this held-out fold only (for a model trained on the other folds)")
     return parser
 
 
@@ -81,6 +108,13 @@ def _pair_source(args, skipped: dict[str, int]):
     )
 
     options = {"captions": args.captions, "caption_columns": args.caption_column, "audio_column": args.audio_column}
+    official = _official(args)
+    if official is not None:
+        from clsp.evaluation.official import fingerprint
+
+        if official.task != "retrieval":
+            raise ValueError(f"{official.name} is a classification set: use `zeroshot`, not `{args.task}`")
+        return fingerprint(official), lambda: official.clips
     if is_shard_spec(args.data):
         urls = expand_shards(args.data)
         return data_fingerprint(args.data, **options), lambda: iter_shard_clips(urls, args.captions, skipped)
@@ -89,6 +123,61 @@ def _pair_source(args, skipped: dict[str, int]):
         captions=args.captions, audio_root=args.audio_root,
     )
     return data_fingerprint(args.data, clips, **options), lambda: clips
+
+
+def _official(args):
+    """The OfficialSet named by --data NAME:DIR (loaded once per run), or None for a table/shards."""
+    from clsp.evaluation.official import load_official, parse_official_spec
+
+    if not hasattr(args, "_official"):
+        spec = parse_official_spec(args.data)
+        args._official = None if spec is None else load_official(*spec, split=args.split)
+    return args._official
+
+
+def _official_zeroshot(args, found):
+    """(clips, class names, templates, data fingerprint) of a zero-shot official set."""
+    from clsp.evaluation.official import fingerprint, with_labels
+    from clsp.evaluation.zeroshot import read_labels
+
+    if found.task != "zeroshot":
+        raise ValueError(f"{found.name} is a retrieval set: use `retrieval`, not `zeroshot`")
+    label = args.label_column or found.default_label
+    _, clips, names = with_labels(found, label)
+    if args.fold is not None:
+        clips = [c for c in clips if c.attributes.get("fold") == str(args.fold)]
+        if not clips:
+            raise ValueError(f"{found.name}: no clip in fold {args.fold}")
+    names = read_labels(args.labels) if args.labels else names
+    templates = args.template or list(found.templates[label])
+    return clips, names, templates, fingerprint(found, label=label, fold=args.fold)
+
+
+def _official_info(found) -> dict:
+    return {"set": found.name, "dir": str(found.root), "split": found.split, "listed_clips": found.listed,
+            "evaluated_clips": len(found.clips), "missing_clips": len(found.missing), "missing": found.missing,
+            "notes": found.notes}
+
+
+def run_suite_command(args) -> dict:
+    """`suite NAME`: every model on the suite's sets under --root; writes the report, returns its JSON."""
+    from clsp.evaluation import report as rep
+    from clsp.evaluation.embed import EmbeddingCache
+    from clsp.evaluation.suite import run_suite
+
+    out = Path(args.out or Path("eval") / f"suite-{args.suite}")
+    cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or out / ".cache"))
+    payload = run_suite(args.suite, args.model, args.root, load_model=lambda spec: _load_model(spec, args.device),
+                        cache=cache, batch_size=args.batch_size, ratings=args.ratings, esc50_fold=args.esc50_fold)
+    payload["cache"] = {"hits": cache.hits, "misses": cache.misses}
+    json_path, md_path = rep.write_suite_report(out, payload)
+    for task, by_model in payload["results"].items():
+        print(f"== {task}")
+        print(rep.format_table(by_model))
+    for line in payload["not_found"]:
+        print(f"not evaluated: {line}")
+    print(f"report: {md_path}  {json_path}")
+    return json.loads(json_path.read_text(encoding="utf-8"))
 
 
 def _need_table(args) -> None:
@@ -109,6 +198,8 @@ def _embed(embed_pairs, model, clips, cache, key, batch_size: int, skipped: dict
 
 def run(args) -> dict:
     """Run one task for every model; write the report; return report.json's content."""
+    if args.task == "suite":
+        return run_suite_command(args)
     from clsp.evaluation import report as rep
     from clsp.evaluation.datasets import data_fingerprint, load_label_table, load_similarity_table
     from clsp.evaluation.embed import EmbeddingCache, cache_key, model_fingerprint
@@ -126,14 +217,18 @@ def run(args) -> dict:
     elif args.task == "zeroshot":
         from clsp.evaluation.zeroshot import DEFAULT_TEMPLATES, check_templates, label_targets, read_labels
 
-        _need_table(args)
-        table = load_label_table(args.data, audio_column=args.audio_column, label_column=args.label_column,
-                                 audio_root=args.audio_root)
-        names = read_labels(args.labels) if args.labels else sorted({c.label for c in table})
+        if _official(args) is not None:
+            table, names, templates, data_fp = _official_zeroshot(args, _official(args))
+        else:
+            _need_table(args)
+            table = load_label_table(args.data, audio_column=args.audio_column, label_column=args.label_column,
+                                     audio_root=args.audio_root)
+            names = read_labels(args.labels) if args.labels else sorted({c.label for c in table})
+            templates = args.template or list(DEFAULT_TEMPLATES)
+            data_fp = data_fingerprint(args.data, table, audio_column=args.audio_column,
+                                       label_column=args.label_column)
         label_targets(table, names)  # labels outside the list: error naming the row, now
-        templates = args.template or list(DEFAULT_TEMPLATES)
         check_templates(templates)
-        data_fp = data_fingerprint(args.data, table, audio_column=args.audio_column, label_column=args.label_column)
         extra = {"templates": templates}
     else:
         _need_table(args)
@@ -153,6 +248,8 @@ def run(args) -> dict:
 
             pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped)
             results[spec], ranks[spec] = retrieval_from_embeddings(pairs, args.chunk_size, _device(model))
+            if _official(args) is not None:
+                results[spec]["listed_clips"] = _official(args).listed
         elif args.task == "score":
             from clsp.evaluation.embed import embed_pairs
             from clsp.evaluation.score import scores_from_embeddings, write_scores
@@ -172,6 +269,12 @@ def run(args) -> dict:
 
             results[spec] = evaluate_zeroshot(model, table, class_names=names, templates=templates,
                                               batch_size=args.batch_size, cache=cache, cache_key=key)
+            folds = [c.attributes.get("fold") for c in table]
+            if all(folds) and len(set(folds)) > 1:  # ESC-50 / US8K: each fold's accuracy and their mean
+                from clsp.evaluation.zeroshot import fold_accuracies
+
+                targets = label_targets(table, names).tolist()
+                results[spec] |= fold_accuracies(results[spec]["predictions"], targets, folds)
             name = f"confusion_{rep.slug(spec)}.png"
             out.mkdir(parents=True, exist_ok=True)
             rep.plot_confusion(results[spec]["confusion"], names, out / name, title=spec)
@@ -188,6 +291,10 @@ def run(args) -> dict:
         plots.append("rank_histogram.png")
     if skipped:
         extra["skipped"] = skipped
+    if args.task != "similarity" and _official(args) is not None:
+        extra["official"] = _official_info(_official(args))
+        if args.task == "zeroshot" and args.fold is not None:
+            extra["protocol"] = f"held-out fold {args.fold} only"
     extra["cache"] = {"hits": cache.hits, "misses": cache.misses}
     json_path, md_path = rep.write_report(out, args.task, args.data, results, extra, plots)
     print(rep.format_table(results))

@@ -34,11 +34,16 @@ def read_sizes(out_dir: str | Path) -> dict[str, int]:
         raise ValueError(f"{path} is not a JSON object of shard name -> sample count: {exc}") from exc
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to a temporary name and rename it: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def update_sizes(out_dir: str | Path, sizes: dict[str, int]) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """Evaluation: retrieval, zero-shot classification, style similarity and pair scoring.
 
-Everything here needs only a model with ``encode_audio`` / ``encode_text``.
+Everything here needs only a model with ``encode_audio`` / ``encode_text``. `official` reads
+the evaluation sets' release layouts, `suite` runs a paper's whole table over them.
 """
 
 from clsp.evaluation.datasets import (
@@ -21,15 +22,21 @@ from clsp.evaluation.metrics import (
     spearman,
     zeroshot_metrics,
 )
+from clsp.evaluation.official import OfficialSet, load_official
+from clsp.evaluation.published import PUBLISHED
 from clsp.evaluation.retrieval import evaluate_retrieval
 from clsp.evaluation.score import score_pairs, write_scores
 from clsp.evaluation.similarity import evaluate_similarity
+from clsp.evaluation.suite import SUITES, run_suite
 from clsp.evaluation.zeroshot import DEFAULT_TEMPLATES, class_embeddings, evaluate_zeroshot
 
 __all__ = [
     "Clip",
     "DEFAULT_TEMPLATES",
     "EmbeddingCache",
+    "OfficialSet",
+    "PUBLISHED",
+    "SUITES",
     "RetrievalRanks",
     "as_clips",
     "class_embeddings",
@@ -39,6 +46,7 @@ __all__ = [
     "evaluate_similarity",
     "evaluate_zeroshot",
     "load_label_table",
+    "load_official",
     "load_retrieval_table",
     "load_similarity_table",
     "model_fingerprint",
@@ -47,6 +55,7 @@ __all__ = [
     "ranks_to_metrics",
     "retrieval_metrics",
     "retrieval_ranks",
+    "run_suite",
     "score_pairs",
     "spearman",
     "write_scores",

@@ -38,6 +38,7 @@ __all__ = [
     "AGE_BINS",
     "OfficialSet",
     "load_official",
+    "fingerprint",
     "locate",
     "parse_official_spec",
     "with_labels",
@@ -408,3 +409,17 @@ def with_labels(found: OfficialSet, label_column: str | None) -> tuple[list[int]
     order = list(found.class_order.get(column, []))
     names = order + sorted({c.label for c in clips} - set(order))
     return indices, clips, names
+
+
+def fingerprint(found: OfficialSet, **options: object) -> str:
+    """A hash of the set's metadata files, its clips (path, size, mtime, captions) and `options`."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps([found.name, found.split, options], sort_keys=True, default=str).encode())
+    for path in found.metadata:
+        h.update(path.read_bytes())
+    for clip in found.clips:
+        st = clip.path.stat()
+        h.update(json.dumps([str(clip.path), st.st_size, st.st_mtime_ns, clip.captions]).encode())
+    return h.hexdigest()[:24]

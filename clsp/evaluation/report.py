@@ -1,20 +1,25 @@
 """Evaluation reports: a terminal table, report.json, report.md and PNG plots.
 
 Plots use matplotlib's object API with the Agg canvas, so no pyplot global state and no
-display are needed.
+display are needed. Every file is written under a temporary name and renamed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from clsp.data.writer import write_text_atomic
 from clsp.evaluation.metrics import RetrievalRanks
 
-__all__ = ["scalar_metrics", "format_table", "write_report", "plot_rank_histograms", "plot_confusion", "slug"]
+__all__ = [
+    "scalar_metrics", "format_table", "write_report", "write_suite_report", "plot_rank_histograms",
+    "plot_confusion", "plot_summary", "slug",
+]
 
 
 def slug(name: str, max_len: int = 60) -> str:
@@ -57,7 +62,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     payload = {"task": task, "data": data, "models": results, **(extra or {})}
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     header, rows = _rows(results)
     md = [f"# clsp eval: {task}", "", f"Data: `{data}`", ""]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -67,7 +72,7 @@ def write_report(
     for p in plots or []:
         md += ["", f"![{p}]({p})"]
     md_path = out / "report.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    write_text_atomic(md_path, "\n".join(md) + "\n")
     return json_path, md_path
 
 
@@ -78,6 +83,14 @@ def _figure(width: float, height: float):
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(str(tmp), dpi=100)
+    os.replace(tmp, path)
+    return path
 
 
 def plot_rank_histograms(ranks: dict[str, RetrievalRanks], path: str | Path, max_rank: int = 50) -> Path:
@@ -93,8 +106,7 @@ def plot_rank_histograms(ranks: dict[str, RetrievalRanks], path: str | Path, max
         ax.set_ylabel("fraction of queries")
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(str(path), dpi=100)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], names: list[str], path: str | Path, title: str = "") -> Path:
@@ -116,5 +128,107 @@ def plot_confusion(confusion: list[list[int]], names: list[str], path: str | Pat
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize="x-small",
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(str(path), dpi=100)
-    return Path(path)
+    return _save(fig, path)
+
+
+# -- suite reports ----------------------------------------------------------------------------
+
+# The columns of a suite table, per task kind; report.json has every metric.
+HEADLINE = {
+    "retrieval": ("t2a/R@1", "t2a/R@5", "t2a/R@10", "t2a/mAP@10", "t2a/medR", "a2t/R@1", "a2t/R@5", "a2t/R@10",
+                  "a2t/mAP@10", "a2t/mAP@10_laion", "a2t/medR", "num_clips"),
+    "zeroshot": ("WA", "UAR", "WA_fold_mean", "num_clips"),
+    "similarity": ("pearson", "spearman", "num_pairs"),
+}
+# The one number per task the summary plot shows.
+_SUMMARY = {"retrieval": "t2a/R@1", "zeroshot": "WA", "similarity": "pearson"}
+
+
+def _kind(metrics: dict) -> str:
+    return "retrieval" if "t2a/R@1" in metrics else "similarity" if "pearson" in metrics else "zeroshot"
+
+
+def _suite_table(models: dict[str, dict], published: list[dict]) -> list[str]:
+    kind = _kind(next(iter(models.values())))
+    cols = [c for c in HEADLINE[kind] if any(c in m for m in models.values())]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for spec, m in models.items():
+        lines.append(f"| `{spec}` (this run) | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+    for p in published:
+        name = f"{p['paper']}: {p['model']}" + (f" ({p['setting']})" if p["setting"] else "")
+        lines.append(f"| {name} | " + " | ".join(_fmt(p["metrics"].get(c)) for c in cols) + " |")
+    return lines
+
+
+def write_suite_report(out_dir: str | Path, payload: dict) -> tuple[Path, Path]:
+    """report.json, report.md and the plots of a `run_suite` payload; returns (json, md) paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ranks = payload.get("ranks", {})
+    plots: dict[str, list[str]] = {}
+    for task, by_model in ranks.items():
+        name = f"rank_histogram_{slug(task)}.png"
+        plot_rank_histograms(by_model, out / name)
+        plots.setdefault(task, []).append(name)
+    for task, by_model in payload["results"].items():
+        for spec, m in by_model.items():
+            if "confusion" in m:
+                name = f"confusion_{slug(task)}_{slug(spec)}.png"
+                plot_confusion(m["confusion"], m["class_names"], out / name, title=f"{task}: {spec}")
+                plots.setdefault(task, []).append(name)
+    summary = [t for t, by_model in payload["results"].items() if by_model]
+    if summary:
+        plot_summary(payload, out / "summary.png")
+    body = {k: v for k, v in payload.items() if k != "ranks"}
+    json_path = out / "report.json"
+    write_text_atomic(json_path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+
+    md = [f"# clsp eval suite: {payload['suite']}", "", f"Root: `{payload['root']}`", ""]
+    md += ["Models: " + ", ".join(f"`{m}`" for m in payload["models"]), ""]
+    if summary:
+        md += ["![summary](summary.png)", ""]
+    if payload["not_found"]:
+        md += ["## Not evaluated", ""] + [f"- {line}" for line in payload["not_found"]] + [""]
+    for task, by_model in payload["results"].items():
+        if not by_model:
+            continue
+        dataset = task.split("/")[0]
+        info = payload["sets"].get(dataset)
+        md += [f"## {task}", ""]
+        if info is not None:
+            split = f" (split {info['split']})" if info["split"] else ""
+            md += [f"Data: `{info['dir']}`{split}: {info['evaluated']} of {info['listed']} listed clips evaluated, "
+                   f"{info['missing_count']} missing."]
+            md += [f"Note: {n}" for n in info["notes"]]
+        protocol = payload["protocols"].get(task, {})
+        md += [f"Protocol: {k} = `{json.dumps(v)}`" for k, v in protocol.items()]
+        md += [""] + _suite_table(by_model, payload["published"].get(task, [])) + [""]
+        if info is not None and info["missing"] and task == next(t for t in payload["results"] if t.startswith(dataset)):
+            md += [f"<details><summary>{info['missing_count']} missing clips</summary>", ""]
+            md += [f"- {line}" for line in info["missing"]] + ["", "</details>", ""]
+        md += [f"![{p}]({p})" for p in plots.get(task, [])] + [""]
+    md_path = out / "report.md"
+    write_text_atomic(md_path, "\n".join(md) + "\n")
+    return json_path, md_path
+
+
+def plot_summary(payload: dict, path: str | Path) -> Path:
+    """One bar group per task: each model's headline number beside the published ones."""
+    tasks = [t for t, by_model in payload["results"].items() if by_model]
+    fig = _figure(max(4.0, 3.2 * len(tasks)), 4)
+    axes = np.atleast_1d(fig.subplots(1, len(tasks)))
+    for ax, task in zip(axes, tasks):
+        by_model = payload["results"][task]
+        metric = _SUMMARY[_kind(next(iter(by_model.values())))]
+        names = [f"{slug(spec, 24)}" for spec in by_model]
+        values = [by_model[spec].get(metric, 0.0) for spec in by_model]
+        for p in payload["published"].get(task, []):
+            if metric in p["metrics"]:
+                names.append(f"{p['paper'].split(' (')[0]}\n{p['model'][-24:]}")
+                values.append(p["metrics"][metric])
+        colors = ["tab:blue"] * len(by_model) + ["tab:gray"] * (len(values) - len(by_model))
+        ax.bar(range(len(values)), values, color=colors)
+        ax.set_xticks(range(len(values)), names, rotation=90, fontsize="x-small")
+        ax.set_title(f"{task}\n{metric}", fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)

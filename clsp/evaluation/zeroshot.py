@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +12,10 @@ from clsp.evaluation.datasets import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, encode_clips, encode_texts
 from clsp.evaluation.metrics import zeroshot_metrics
 
-__all__ = ["DEFAULT_TEMPLATES", "check_templates", "class_embeddings", "label_targets", "evaluate_zeroshot", "read_labels"]
+__all__ = [
+    "DEFAULT_TEMPLATES", "check_templates", "class_embeddings", "evaluate_zeroshot", "fold_accuracies", "label_targets",
+    "read_labels",
+]
 
 DEFAULT_TEMPLATES = ("This is a sound of {label}.",)
 
@@ -121,3 +125,14 @@ def _hash(obj: object) -> str:
     import json
 
     return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:16]
+
+
+def fold_accuracies(predictions: Sequence[int], targets: Sequence[int], folds: Sequence[str]) -> dict[str, float]:
+    """``WA_fold<k>`` for each fold and ``WA_fold_mean``, their unweighted mean (ESC-50's 5-fold protocol)."""
+    correct = np.asarray(predictions) == np.asarray(targets)
+    fold_of = np.asarray(folds)
+    out: dict[str, float] = {}
+    for fold in sorted(set(folds), key=lambda f: (len(f), f)):
+        out[f"WA_fold{fold}"] = float(correct[fold_of == fold].mean() * 100)
+    out["WA_fold_mean"] = sum(out.values()) / len(out)
+    return out
