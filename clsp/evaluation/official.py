@@ -93,8 +93,8 @@ def _add(clip: Clip, out: OfficialSet) -> None:
     """Keep the clip if its header reads and it has frames; otherwise list it as missing, with why."""
     try:
         frames, rate, _ = audio_info(clip.path)
-    except AudioDecodeError as exc:
-        out.missing.append(f"{clip.key}: unreadable ({exc})")
+    except AudioDecodeError:
+        out.missing.append(f"{clip.key}: unreadable audio ({clip.path.name})")
         return
     if frames == 0:
         out.missing.append(f"{clip.key}: empty audio")
