@@ -199,3 +199,60 @@ def test_correlations_match_scipy():
     np.testing.assert_allclose(rankdata(xr), stats.rankdata(xr))
     with pytest.raises(ValueError, match="constant"):
         pearson(np.ones(4), np.arange(4))
+
+
+def test_protocol_variants_hand_computed():
+    # 2 clips, 3 captions: captions 0, 1 -> clip 0 (stored in that order); caption 2 -> clip 1.
+    sims = [
+        [0.1, 0.2],  # caption 0
+        [0.9, 0.3],  # caption 1
+        [0.5, 0.8],  # caption 2
+    ]
+    audio, text = _designed(sims)
+    m = retrieval_metrics(audio, text, [0, 0, 1])
+    # Clip 0 ranks the captions 1 > 2 > 0: caption 0 (stored first) at position 3, caption 1 at 1.
+    sorted_ap = (1 / 1 + 2 / 3) / 2  # WavCaps / standard: positions sorted ascending
+    laion_ap = (1 / 3 + 2 / 1) / 2  # LAION: stored order, j counts in that order (can pass 1)
+    assert m["a2t/mAP@10"] == pytest.approx(100 * (sorted_ap + 1) / 2)
+    assert m["a2t/mAP@10_laion"] == pytest.approx(100 * (laion_ap + 1) / 2)
+    assert m["a2t/mAP@10_best"] == pytest.approx(100.0)  # both clips' best caption is first
+    # Stored in rank order the two agree.
+    m2 = retrieval_metrics(audio, text[[1, 0, 2]], [0, 0, 1])
+    assert m2["a2t/mAP@10_laion"] == pytest.approx(m2["a2t/mAP@10"])
+    # medR: t2a ranks [1, 3, 2, 3] -> numpy median 2.5; LAION/WavCaps floor(median([0, 2, 1, 2])) + 1 = 2.
+    audio, text = _designed([[0.9, 0.1, 0.2], [0.3, 0.5, 0.4], [0.8, 0.7, 0.1], [0.6, 0.2, 0.1]])
+    m = retrieval_metrics(audio, text, [0, 0, 1, 2])
+    assert m["t2a/median_rank"] == 2.5 and m["t2a/medR"] == 2.0
+    assert m["a2t/medR"] == 1.0  # best ranks [1, 1, 3]
+
+
+def _laion_reference(audio, text, c2c):
+    """LAION-CLAP's evaluate_clotho_audiocaps a2t mAP@10 and WavCaps' medR, written out with argsort."""
+    logits = (audio @ text.T).numpy()
+    c2c = np.asarray(c2c)
+    maps = []
+    for d in range(audio.shape[0]):
+        ranking = np.argsort(-logits[d])
+        preds = np.array([np.where(ranking == m)[0][0] for m in np.flatnonzero(c2c == d)])  # stored order
+        hits = preds[preds < 10]
+        maps.append(np.sum(np.arange(1, len(hits) + 1) / (hits + 1)) / len(preds))
+    t2a = np.array([np.where(np.argsort(-(logits[:, m])) == c2c[m])[0][0] for m in range(len(c2c))])
+    return 100 * np.mean(maps), np.floor(np.median(t2a)) + 1
+
+
+def test_laion_map_and_medr_match_reference():
+    audio, text, c2c = _random_case(7, n=25, per_clip=(5,))
+    m = retrieval_metrics(audio, text, c2c, chunk_size=4)
+    laion_map, med_r = _laion_reference(audio, text, c2c)
+    assert m["a2t/mAP@10_laion"] == pytest.approx(laion_map, abs=1e-9)
+    assert m["a2t/mAP@10_laion"] >= m["a2t/mAP@10"]
+    assert m["t2a/medR"] == med_r
+
+
+def test_fold_accuracies():
+    from clsp.evaluation.zeroshot import fold_accuracies
+
+    got = fold_accuracies([0, 1, 1, 0, 2, 2], [0, 1, 0, 0, 2, 1], ["1", "1", "1", "2", "2", "10"])
+    assert got == pytest.approx({"WA_fold1": 200 / 3, "WA_fold2": 100.0, "WA_fold10": 0.0,
+                                 "WA_fold_mean": (200 / 3 + 100) / 3})
+    assert list(got)[:3] == ["WA_fold1", "WA_fold2", "WA_fold10"]  # numeric order
