@@ -27,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+from clsp.errors import UserError
+
 __all__ = ["main", "build_parser"]
 
 # The names of clsp.evaluation.suite.SUITES, here so that --help needs no torch import.
@@ -113,7 +115,7 @@ def _pair_source(args, skipped: dict[str, int]):
         from clsp.evaluation.official import fingerprint
 
         if official.task != "retrieval":
-            raise ValueError(f"{official.name} is a classification set: use `zeroshot`, not `{args.task}`")
+            raise UserError(f"{official.name} is a classification set", f"use `zeroshot`, not `{args.task}`")
         return fingerprint(official), lambda: official.clips
     if is_shard_spec(args.data):
         urls = expand_shards(args.data)
@@ -141,13 +143,13 @@ def _official_zeroshot(args, found):
     from clsp.evaluation.zeroshot import read_labels
 
     if found.task != "zeroshot":
-        raise ValueError(f"{found.name} is a retrieval set: use `retrieval`, not `zeroshot`")
+        raise UserError(f"{found.name} is a retrieval set", "use `retrieval` (or `score`), not `zeroshot`")
     label = args.label_column or found.default_label
     _, clips, names = with_labels(found, label)
     if args.fold is not None:
         clips = [c for c in clips if c.attributes.get("fold") == str(args.fold)]
         if not clips:
-            raise ValueError(f"{found.name}: no clip in fold {args.fold}")
+            raise UserError(f"{found.name}: no clip in fold {args.fold}", "pick a fold the release has (--fold)")
     names = read_labels(args.labels) if args.labels else names
     templates = args.template or list(found.templates[label])
     return clips, names, templates, fingerprint(found, label=label, fold=args.fold)
