@@ -139,7 +139,7 @@ def _official(args):
 
 def _official_zeroshot(args, found):
     """(clips, class names, templates, data fingerprint) of a zero-shot official set."""
-    from clsp.evaluation.official import fingerprint, with_labels
+    from clsp.evaluation.official import fingerprint, fold_name, with_labels
     from clsp.evaluation.zeroshot import read_labels
 
     if found.task != "zeroshot":
@@ -147,7 +147,8 @@ def _official_zeroshot(args, found):
     label = args.label_column or found.default_label
     _, clips, names = with_labels(found, label)
     if args.fold is not None:
-        clips = [c for c in clips if c.attributes.get("fold") == str(args.fold)]
+        fold = fold_name(args.fold)
+        clips = [c for c in clips if c.attributes.get("fold") == fold]
         if not clips:
             raise UserError(f"{found.name}: no clip in fold {args.fold}", "pick a fold the release has (--fold)")
     names = read_labels(args.labels) if args.labels else names

@@ -24,6 +24,7 @@ for ESC-50 / UrbanSound8K, and CLSP-style speaker prompts for the speech sets.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "OfficialSet",
     "load_official",
     "fingerprint",
+    "fold_name",
     "locate",
     "parse_official_spec",
     "with_labels",
@@ -373,8 +375,15 @@ def locate(name: str, root: str | Path, depth: int = 2) -> Path | None:
                 ok = any((folder / f).exists() for f in _SIGNATURES[name])
             if ok:
                 return folder
-        level = [c for f in level for c in sorted(f.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+        level = [Path(e.path) for f in level for e in _subdirs(f)]
     return None
+
+
+def _subdirs(folder: Path) -> list[os.DirEntry]:
+    # scandir reads the entry type from the directory listing: no stat per file in folders of
+    # thousands of clips.
+    with os.scandir(folder) as entries:
+        return sorted((e for e in entries if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
 
 
 def _looks_like_audiocaps(path: Path) -> bool:
@@ -384,6 +393,11 @@ def _looks_like_audiocaps(path: Path) -> bool:
     with path.open(encoding="utf-8", errors="replace") as f:
         header = f.readline()
     return "youtube_id" in header and "caption" in header
+
+
+def fold_name(fold: object) -> str:
+    """A fold as the adapters store it: "05" and 5 are fold "5"."""
+    return str(int(fold)) if str(fold).strip().isdigit() else str(fold).strip()
 
 
 def with_labels(found: OfficialSet, label_column: str | None) -> tuple[list[int], list[Clip], list[str]]:

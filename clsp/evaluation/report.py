@@ -201,6 +201,9 @@ def write_suite_report(out_dir: str | Path, payload: dict) -> tuple[Path, Path]:
                    f"{info['missing_count']} missing."]
             md += [f"Note: {n}" for n in info["notes"]]
         protocol = payload["protocols"].get(task, {})
+        if "heldout_fold" in protocol:
+            md += [f"Evaluated on held-out fold {protocol['heldout_fold']} only (for a model trained on the other "
+                   "folds); published rows are 5-fold means."]
         md += [f"Protocol: {k} = `{json.dumps(v)}`" for k, v in protocol.items()]
         md += [""] + _suite_table(by_model, payload["published"].get(task, [])) + [""]
         if info is not None and info["missing"] and task == next(t for t in payload["results"] if t.startswith(dataset)):

@@ -28,7 +28,7 @@ import torch
 from clsp.errors import UserError
 from clsp.evaluation.embed import EmbeddingCache, cache_key, embed_pairs, encode_clips, model_fingerprint
 from clsp.evaluation.metrics import RetrievalRanks, zeroshot_metrics
-from clsp.evaluation.official import OfficialSet, fingerprint, load_official, locate, with_labels
+from clsp.evaluation.official import OfficialSet, fingerprint, fold_name, load_official, locate, with_labels
 from clsp.evaluation.published import published_for
 
 __all__ = ["SUITES", "SuiteTask", "find_sets", "run_suite"]
@@ -104,6 +104,7 @@ def _zeroshot(model, found: OfficialSet, audio: torch.Tensor, task: SuiteTask, f
     indices, clips, names = with_labels(found, task.label)
     protocol: dict = {"label": task.label, "without_label": len(found.clips) - len(clips)}
     if fold is not None:
+        fold = fold_name(fold)
         keep = [i for i, c in enumerate(clips) if c.attributes.get("fold") == fold]
         if not keep:
             raise UserError(f"{found.name}: no clip in fold {fold}", "use a fold number the release has (1-5 for ESC-50)")

@@ -139,3 +139,20 @@ def test_bad_input_is_one_line(tiny, tmp_path, capsys, argv, match):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+def test_heldout_fold_is_stated(tiny, tmp_path):
+    from eval_fakes import FakeModel
+
+    from clsp.evaluation import report, run_suite
+    from clsp.evaluation.embed import EmbeddingCache
+
+    _, data, _ = tiny
+    payload = run_suite("clap", ["fake"], data / "ESC-50-master", load_model=lambda spec: FakeModel(),
+                        cache=EmbeddingCache(None), esc50_fold="05")
+    assert list(payload["results"]) == ["esc50"]
+    assert [line.split(":")[0] for line in payload["not_found"]] == ["audiocaps", "clotho", "us8k"]
+    assert payload["results"]["esc50"]["fake"]["num_clips"] == 3 and "WA_fold_mean" not in payload["results"]["esc50"]["fake"]
+    assert payload["protocols"]["esc50"]["heldout_fold"] == "5"
+    _, md = report.write_suite_report(tmp_path, payload)
+    assert "Evaluated on held-out fold 5 only" in md.read_text()
