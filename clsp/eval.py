@@ -27,8 +27,6 @@ import json
 import sys
 from pathlib import Path
 
-from clsp.errors import UserError
-
 __all__ = ["main", "build_parser"]
 
 # The names of clsp.evaluation.suite.SUITES, here so that --help needs no torch import.
@@ -112,6 +110,7 @@ def _pair_source(args, skipped: dict[str, int]):
     options = {"captions": args.captions, "caption_columns": args.caption_column, "audio_column": args.audio_column}
     official = _official(args)
     if official is not None:
+        from clsp.errors import UserError
         from clsp.evaluation.official import fingerprint
 
         if official.task != "retrieval":
@@ -139,6 +138,7 @@ def _official(args):
 
 def _official_zeroshot(args, found):
     """(clips, class names, templates, data fingerprint) of a zero-shot official set."""
+    from clsp.errors import UserError
     from clsp.evaluation.official import fingerprint, fold_name, with_labels
     from clsp.evaluation.zeroshot import read_labels
 
