@@ -190,9 +190,9 @@ def _need_table(args) -> None:
         raise ValueError(f"{args.task} needs a table (.csv/.tsv/.jsonl/.json), not shards: {args.data}")
 
 
-def _embed(embed_pairs, model, clips, cache, key, batch_size: int, skipped: dict[str, int]):
+def _embed(embed_pairs, model, clips, cache, key, batch_size: int, skipped: dict[str, int], desc: str | None = None):
     try:
-        return embed_pairs(model, clips, cache=cache, key=key, batch_size=batch_size)
+        return embed_pairs(model, clips, cache=cache, key=key, batch_size=batch_size, desc=desc)
     except ValueError as exc:
         if skipped:  # say why a shard set came out empty
             raise ValueError(f"{exc} (skipped samples: {json.dumps(skipped)})") from exc
@@ -249,7 +249,7 @@ def run(args) -> dict:
             from clsp.evaluation.embed import embed_pairs
             from clsp.evaluation.retrieval import _device, retrieval_from_embeddings
 
-            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped)
+            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped, desc=spec)
             results[spec], ranks[spec] = retrieval_from_embeddings(pairs, args.chunk_size, _device(model))
             if _official(args) is not None:
                 results[spec]["listed_clips"] = _official(args).listed
@@ -257,7 +257,7 @@ def run(args) -> dict:
             from clsp.evaluation.embed import embed_pairs
             from clsp.evaluation.score import scores_from_embeddings, write_scores
 
-            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped)
+            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped, desc=spec)
             records = scores_from_embeddings(pairs)
             where = out if len(args.model) == 1 else out / rep.slug(spec)
             counts = write_scores(records, where, args.threshold)
@@ -271,7 +271,7 @@ def run(args) -> dict:
             from clsp.evaluation.zeroshot import evaluate_zeroshot
 
             results[spec] = evaluate_zeroshot(model, table, class_names=names, templates=templates,
-                                              batch_size=args.batch_size, cache=cache, cache_key=key)
+                                              batch_size=args.batch_size, cache=cache, cache_key=key, desc=spec)
             folds = [c.attributes.get("fold") for c in table]
             if all(folds) and len(set(folds)) > 1:  # ESC-50 / US8K: each fold's accuracy and their mean
                 from clsp.evaluation.zeroshot import fold_accuracies
@@ -285,7 +285,8 @@ def run(args) -> dict:
         else:
             from clsp.evaluation.similarity import evaluate_similarity
 
-            results[spec] = evaluate_similarity(model, table, batch_size=args.batch_size, cache=cache, cache_key=key)
+            results[spec] = evaluate_similarity(model, table, batch_size=args.batch_size, cache=cache, cache_key=key,
+                                                desc=spec)
         del model
 
     if ranks:

@@ -28,10 +28,12 @@ def evaluate_similarity(
     batch_size: int = 16,
     cache: EmbeddingCache | None = None,
     cache_key: str | None = None,
+    desc: str | None = None,
 ) -> dict:
     """``{"pearson", "spearman", "num_pairs", "cosine": [...], "human": [...]}`` for (clip, description, score) triples.
 
-    Clips from `load_similarity_table` carry their description and score already.
+    Clips from `load_similarity_table` carry their description and score already. `desc`
+    labels a progress bar.
     """
     items = as_clips(clips, captions=descriptions, scores=scores, sample_rate=sample_rate)
     items = list(items)
@@ -41,7 +43,7 @@ def evaluate_similarity(
         if clip.score is None or len(clip.captions) != 1:
             raise ValueError(f"clip {i} ({clip.key}): needs exactly one description and a human score")
     human = np.array([c.score for c in items], dtype=np.float64)
-    pairs = embed_pairs(model, items, cache=cache, key=cache_key, batch_size=batch_size)
+    pairs = embed_pairs(model, items, cache=cache, key=cache_key, batch_size=batch_size, desc=desc)
     cosine = pair_cosines(pairs)
     return {
         "pearson": pearson(cosine, human),

@@ -182,7 +182,8 @@ def run_suite(
             else:
                 from clsp.evaluation.similarity import evaluate_similarity
 
-                metrics = evaluate_similarity(model, found, batch_size=batch_size, cache=cache, cache_key=key)
+                metrics = evaluate_similarity(model, found, batch_size=batch_size, cache=cache, cache_key=key,
+                                              desc=desc)
                 protocols[task.id] = {"ratings": ratings}
             results[task.id][spec] = metrics
         del model

@@ -95,8 +95,9 @@ def evaluate_zeroshot(
     batch_size: int = 16,
     cache: EmbeddingCache | None = None,
     cache_key: str | None = None,
+    desc: str | None = None,
 ) -> dict:
-    """WA, UAR, per-class recall and confusion matrix (see `zeroshot_metrics`).
+    """WA, UAR, per-class recall and confusion matrix (see `zeroshot_metrics`); `desc` labels a progress bar.
 
     `labels[i]` is the true label of `clips[i]` (or carried by `Clip.label`);
     `class_names` defaults to the sorted distinct labels. `cache_key` names the audio
@@ -110,7 +111,7 @@ def evaluate_zeroshot(
     check_templates(templates)  # before any encoding
     cache = cache or EmbeddingCache(None)
     audio = cache.get_or_compute(
-        cache_key, lambda: ({"audio": encode_clips(model, items, batch_size)[0]}, {})
+        cache_key, lambda: ({"audio": encode_clips(model, items, batch_size, desc=desc)[0]}, {})
     )[0]["audio"]
     text_key = None if cache_key is None else f"{cache_key}-prompts-" + _hash([names, list(templates)])
     text = cache.get_or_compute(text_key, lambda: ({"text": class_embeddings(model, names, templates)}, {}))[0]["text"]
