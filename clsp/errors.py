@@ -44,6 +44,22 @@ class UserError(ValueError):
         self.todo = todo
         super().__init__(f"{what} — {todo}" if todo else what)
 
+    @classmethod
+    def from_exception(cls, exc: BaseException, todo: str | None = None) -> UserError:
+        """A library's ValueError / FileNotFoundError about the user's input, as the one line.
+
+        A message that already ends in an instruction ('...; pass --audio-column') keeps it as the
+        todo; otherwise `todo` is used.
+        """
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        what, sep, last = text.rpartition("; ")
+        if sep and last.split(" ", 1)[0] in _INSTRUCTIONS:
+            return cls(what, last)
+        return cls(text, todo)
+
+
+_INSTRUCTIONS = frozenset({"pass", "use", "give", "set", "add", "choose", "run", "convert", "check", "install"})
+
 
 class DataFailure(RuntimeError):
     """Too many bad samples: the run stops, and the message says which shard and why."""

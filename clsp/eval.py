@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except (ValueError, FileNotFoundError) as exc:
         # The tasks check tables, shards and models before any work and say what is wrong with them.
-        raise UserError(" ".join(str(exc).split()), f"see `python -m clsp.eval {args.task} --help`") from exc
+        raise UserError.from_exception(exc, f"see `python -m clsp.eval {args.task} --help`") from exc
     return 0
 
 

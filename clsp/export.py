@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError:
         raise
     except (FileNotFoundError, ValueError) as exc:  # a missing, foreign or unreadable checkpoint
-        raise UserError(str(exc).splitlines()[0], "give a .ckpt written by python -m clsp.train") from exc
+        raise UserError.from_exception(exc, "give a .ckpt written by python -m clsp.train") from exc
     model.save_pretrained(out)
     print(f"wrote {args.out}")
     return 0

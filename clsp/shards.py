@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError:
         raise
     except (FileNotFoundError, ValueError) as exc:
-        raise UserError(" ".join(str(exc).split()), f"see `python -m clsp.shards {args.source} --help`") from exc
+        raise UserError.from_exception(exc, f"see `python -m clsp.shards {args.source} --help`") from exc
     try:
         if args.source == "laion":
             tasks = [{"index": i, "url": u, **_common(args)} for i, u in enumerate(urls)]
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run(_chunk_tasks(jobs, args), _write_chunk, out=args.out, workers=args.workers,
                          resume=args.resume, overwrite=args.overwrite, prefix=args.prefix, problems=problems)
     except FileExistsError as exc:  # shards of an earlier run in --out
-        raise UserError(str(exc).split("; ")[0], "add --resume to keep them or --overwrite to replace them") from exc
+        raise UserError.from_exception(exc) from exc
     print(json.dumps(report, indent=1))
     return 0
 

@@ -8,7 +8,6 @@ import torch
 
 from clsp.config import CLSPConfig
 from clsp.errors import UserError
-from clsp.training.callbacks import LAST
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -50,6 +49,8 @@ def model_from_checkpoint(path: str | Path, use_ema: bool = True):
 
 def latest_checkpoint(run_root: str | Path) -> Path:
     """checkpoints/last.ckpt of the newest run folder under `run_root` (runs/<name>)."""
+    from clsp.training.callbacks import LAST  # imports Lightning (seconds), which exporting does not need
+
     run_root = Path(run_root)
     candidates = sorted(run_root.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
     if not candidates:

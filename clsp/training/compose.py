@@ -22,6 +22,10 @@ from clsp.resources import config_dir, recipe_dir
 class ConfigError(UserError):
     """A bad recipe, override or value: reported as one line, before any model is built."""
 
+    def __init__(self, what: str, todo: str | None = None) -> None:
+        super().__init__(what, todo or "fix it with a key=value override or in the recipe "
+                                       "(`python -m clsp.train --help`)")
+
 
 @dataclass(frozen=True)
 class Check:
@@ -197,7 +201,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg = compose(config_name="train", overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_first_line(exc)) from None
+        raise _hydra_error(exc) from None
     finally:
         GlobalHydra.instance().clear()
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -207,9 +211,14 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else type(exc).__name__
-    if "Could not find" in message or "override" in message.lower():
-        return f"bad override: {message}"
-    return message
+def _hydra_error(exc: Exception) -> ConfigError:
+    """Hydra's multi-line message as one line: the problem, then its own hint or the choices."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    if "Could not find" in message:  # an unknown group choice: list the available ones
+        options = [ln for ln in lines[1:] if not ln.startswith(("Available", "Config search", "provider="))]
+        return ConfigError(f"bad override: {message}", f"choose one of {', '.join(options)}" if options else None)
+    if "override" in message.lower() or "append" in message.lower() or "Could not" in message:
+        hint = " ".join(lines[1:]).replace("To append to your config use", "check the spelling, or to add a new key use")
+        return ConfigError(f"bad override: {message.rstrip('.')}", hint or None)
+    return ConfigError(message, " ".join(lines[1:]) or None)
