@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
                           "e.g. python -m clsp.train recipe=demo optim.lr=1e-4 (--recipes lists the recipes)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = compose_config(argv)  # types and ranges checked here, before any model or data is built
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # else Lightning's traceback, after the run folder is made
+            raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here",
+                              "add trainer=cpu (or trainer.accelerator=cpu), or run where a GPU is visible")
     from clsp.training.runner import format_results, train
 
     results = train(cfg)  # a DataError (too many bad samples) exits 1 with its line, via entry_point
