@@ -239,6 +239,15 @@ def test_bad_shard_is_skipped_and_counted(shard: str, written: int, d: Path, tmp
     assert report["written"] == 8 + written  # the cut shard's first sample is kept
 
 
+def test_checked_values_are_normalised():
+    from clsp.training.compose import compose_config
+
+    cfg = compose_config(["recipe=demo", "optim.lr='2e-4'", "data.batch_size=8.0", "trainer.val_check_interval=50",
+                          "trainer.devices=auto"])
+    assert cfg.optim.lr == 2e-4 and type(cfg.data.batch_size) is int and cfg.data.batch_size == 8
+    assert type(cfg.trainer.val_check_interval) is int  # Lightning: an int counts batches, a float is a fraction
+
+
 def test_debug_shows_the_traceback(d: Path, tmp_path, capsys, monkeypatch):
     argv = ["table", str(d / "no_audio.csv"), "--out", str(tmp_path / "o")]
     assert clsp.shards.main([*argv, "--debug"]) == 2

@@ -80,7 +80,7 @@ CHECKS: dict[str, Check] = {
     "optim.warmup_steps": Check(int, ge=0),
     "optim.schedule": Check(str, choices=("cosine", "constant")),
     "optim.min_lr_ratio": Check(float, ge=0, le=1),
-    "trainer.accelerator": Check(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
+    "trainer.accelerator": Check(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")),
     "trainer.devices": Check(int, ge=1, other=_device_ids, example="trainer.devices=1 (or auto, -1 = all, 0,1)"),
     "trainer.num_nodes": Check(int, ge=1),
     "trainer.precision": Check(str, choices=_PRECISIONS),
@@ -114,7 +114,7 @@ CHECKS: dict[str, Check] = {
 
 
 def _coerce(value: Any, check: Check) -> Any:
-    """The value as `check.kind`, or raise ValueError. Numbers given as text ('1e-4') are accepted."""
+    """The value as `check.kind` (a number for int/float), or raise ValueError. Text like '1e-4' is a number."""
     if check.kind is bool:
         if isinstance(value, bool):
             return value
@@ -157,9 +157,10 @@ def check_values(cfg: DictConfig, checks: dict[str, Check] = CHECKS) -> None:
             shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             todo = f"give {check.describe()}" + (f", e.g. {check.example}" if check.example else "")
             raise ConfigError(f"{key}={shown!r} is not valid", todo) from None
-        if fixed is not value:
+        # Numbers given as text become numbers; an int stays an int where a number is asked for
+        # (Lightning reads val_check_interval=2000 as batches, 2000.0 as a fraction).
+        if (isinstance(value, str) and fixed != value) or (check.kind is int and type(value) is float):
             OmegaConf.update(cfg, key, fixed, merge=False, force_add=True)
-
 
 
 def available_recipes() -> list[str]:
