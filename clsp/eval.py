@@ -27,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+from clsp.errors import ArgumentParser, UserError, entry_point
+
 __all__ = ["main", "build_parser"]
 
 # The names of clsp.evaluation.suite.SUITES, here so that --help needs no torch import.
@@ -34,7 +36,7 @@ SUITE_NAMES = ("clap", "clsp", "fusionaudio")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m clsp.eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -308,20 +310,25 @@ def run(args) -> dict:
     return json.loads(json_path.read_text(encoding="utf-8"))
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    errors: tuple[type[Exception], ...] = (ValueError, FileNotFoundError)
-    try:
-        from clsp.data.reader import DataError  # too many bad shard samples
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is out of range", "give an integer >= 1")
+    if args.device is not None and args.device.startswith("cuda"):
+        import torch
 
-        errors += (DataError,)
-    except ImportError:
-        pass
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device} but no CUDA GPU is visible here", "drop --device or use cpu")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file", "give a folder for the report")
     try:
         run(args)
-    except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except UserError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:
+        # The tasks check tables, shards and models before any work and say what is wrong with them.
+        raise UserError.from_exception(exc, f"see `python -m clsp.eval {args.task} --help`") from exc
     return 0
 
 

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
+
+from clsp.errors import ArgumentParser, UserError, entry_point
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clsp.export", description=__doc__)
+    parser = ArgumentParser(prog="python -m clsp.export", description=__doc__)
     parser.add_argument("checkpoint", help="a clsp training checkpoint (.ckpt), e.g. runs/demo/<id>/checkpoints/best.ckpt")
     parser.add_argument("out", help="output folder (config.json, model.safetensors, tokenizer files)")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
     args = parser.parse_args(argv)
     from clsp.training.checkpoint import model_from_checkpoint
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} is a file", "give a folder to write the model into")
     try:
         model = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    model.save_pretrained(args.out)
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError) as exc:  # a missing, foreign or unreadable checkpoint
+        raise UserError.from_exception(exc, "give a .ckpt written by python -m clsp.train") from exc
+    model.save_pretrained(out)
     print(f"wrote {args.out}")
     return 0
 

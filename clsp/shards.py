@@ -32,6 +32,7 @@ from clsp.data import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 from clsp.data.sources import Job, fcaps_jobs, fusionaudio_jobs, table_jobs
 from clsp.data.writer import SIZES_FILE, ShardWriter, read_sizes, write_json_atomic
+from clsp.errors import ArgumentParser, UserError, entry_point
 
 MANIFEST_FILE = "manifest.jsonl"
 REPORT_FILE = "report.json"
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--resume", action="store_true", help="keep finished shards, redo the rest")
     common.add_argument("--overwrite", action="store_true", help="delete existing shards in --out first")
 
-    parser = argparse.ArgumentParser(prog="python -m clsp.shards", description=__doc__,
+    parser = ArgumentParser(prog="python -m clsp.shards", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="source", required=True)
     p = sub.add_parser("table", parents=[common], help="CSV/TSV/JSONL table of audio paths + captions")
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.source == "demo":
@@ -284,33 +286,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = build_demo(args.out, seed=args.seed, sample_rate=args.sample_rate)
         print(json.dumps({"out": str(args.out), "counts": counts}))
         return 0
-    if args.samples_per_shard < 1:
-        raise SystemExit("--samples-per-shard must be >= 1")
-    if args.source == "table":
-        jobs, problems = table_jobs(
-            args.table,
-            audio_column=args.audio_column,
-            short_columns=_split(args.short_columns),
-            long_columns=_split(args.long_columns),
-            attribute_columns=_split(args.attribute_columns),
-            id_column=args.id_column,
-            transcript_column=args.transcript_column,
-            audio_root=args.audio_root,
-        )
-    elif args.source == "fusionaudio":
-        jobs, problems = fusionaudio_jobs(args.json, args.audio_dir)
-    elif args.source == "fcaps":
-        jobs, problems = fcaps_jobs(args.manifest, args.audio_root)
-    else:
-        from clsp.data.reader import expand_urls
+    for flag, value, low in (("--samples-per-shard", args.samples_per_shard, 1), ("--workers", args.workers, 1),
+                             ("--sample-rate", args.sample_rate, 1)):
+        if value is not None and value < low:
+            raise UserError(f"{flag} {value} is out of range", f"give an integer >= {low}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file", "give a folder for the shards")
+    try:  # read the whole input first: a missing file or unusable table stops here, before --out is made
+        if args.source == "table":
+            jobs, problems = table_jobs(
+                args.table,
+                audio_column=args.audio_column,
+                short_columns=_split(args.short_columns),
+                long_columns=_split(args.long_columns),
+                attribute_columns=_split(args.attribute_columns),
+                id_column=args.id_column,
+                transcript_column=args.transcript_column,
+                audio_root=args.audio_root,
+            )
+        elif args.source == "fusionaudio":
+            jobs, problems = fusionaudio_jobs(args.json, args.audio_dir)
+        elif args.source == "fcaps":
+            jobs, problems = fcaps_jobs(args.manifest, args.audio_root)
+        else:
+            from clsp.data.reader import expand_urls
 
-        tasks = [{"index": i, "url": u, **_common(args)} for i, u in enumerate(expand_urls(args.shards))]
-        report = run(tasks, _reshard_laion, out=args.out, workers=args.workers, resume=args.resume,
-                     overwrite=args.overwrite, prefix=args.prefix)
-        print(json.dumps(report, indent=1))
-        return 0
-    report = run(_chunk_tasks(jobs, args), _write_chunk, out=args.out, workers=args.workers, resume=args.resume,
-                 overwrite=args.overwrite, prefix=args.prefix, problems=problems)
+            urls = expand_urls(args.shards)
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError.from_exception(exc, f"see `python -m clsp.shards {args.source} --help`") from exc
+    try:
+        if args.source == "laion":
+            tasks = [{"index": i, "url": u, **_common(args)} for i, u in enumerate(urls)]
+            report = run(tasks, _reshard_laion, out=args.out, workers=args.workers, resume=args.resume,
+                         overwrite=args.overwrite, prefix=args.prefix)
+        else:
+            report = run(_chunk_tasks(jobs, args), _write_chunk, out=args.out, workers=args.workers,
+                         resume=args.resume, overwrite=args.overwrite, prefix=args.prefix, problems=problems)
+    except FileExistsError as exc:  # shards of an earlier run in --out
+        raise UserError.from_exception(exc) from exc
     print(json.dumps(report, indent=1))
     return 0
 

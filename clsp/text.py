@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from clsp.config import TextConfig, portable_hf_config
+from clsp.errors import load_pretrained
 from clsp.tiny import TINY_TOKENIZER, tiny_tokenizer
 
 
@@ -33,7 +34,7 @@ def load_tokenizer(name: str):
         return tiny_tokenizer()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name)
+    return load_pretrained("model.text.tokenizer", name, AutoTokenizer.from_pretrained)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokens:
@@ -66,7 +67,8 @@ def _build_encoder(cfg: TextConfig) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     if cfg.pretrained is not None:
-        return AutoModel.from_pretrained(cfg.pretrained, **cfg.hf_config)
+        return load_pretrained("model.text.pretrained", cfg.pretrained,
+                               lambda name: AutoModel.from_pretrained(name, **cfg.hf_config))
     hf = dict(cfg.hf_config)
     model_type = hf.pop("model_type")
     if model_type == "clap_text_model":

@@ -11,46 +11,41 @@ from __future__ import annotations
 import os
 import sys
 
+from clsp.errors import DEBUG_ENV, entry_point
 
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from clsp.data.reader import DataError
     from clsp.training.compose import ConfigError, available_recipes, compose_config
 
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print(f"\nrecipes: {', '.join(available_recipes())}")
+        print(f"--debug (or {DEBUG_ENV}=1) shows the traceback of a user error too")
         return 0
     if argv and argv[0] == "--recipes":
         print("\n".join(available_recipes()))
         return 0
     bad = [a for a in argv if "=" not in a]
     if bad:
-        print(f"error: arguments must be key=value overrides, got {bad}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"arguments must be key=value overrides, got {' '.join(bad)!r}",
+                          "e.g. python -m clsp.train recipe=demo optim.lr=1e-4 (--recipes lists the recipes)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        cfg = compose_config(argv)
-        from clsp.training.runner import format_results, train
+    cfg = compose_config(argv)  # types and ranges checked here, before any model or data is built
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda"):
+        import torch
 
-        results = train(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except DataError as exc:
-        # Too many bad samples: the message names the shard and the main reason.
-        print(f"error: {_last_line(exc)}", file=sys.stderr)
-        return 1
+        if not torch.cuda.is_available():  # else Lightning's traceback, after the run folder is made
+            raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here",
+                              "add trainer=cpu (or trainer.accelerator=cpu), or run where a GPU is visible")
+    from clsp.training.runner import format_results, train
+
+    results = train(cfg)  # a DataError (too many bad samples) exits 1 with its line, via entry_point
     if results:
         print(format_results(results), flush=True)
     return 0
-
-
-def _last_line(exc: Exception) -> str:
-    """A DataLoader worker's exception arrives wrapped with its traceback; keep the message."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else type(exc).__name__
-    return last.split("DataError: ", 1)[-1]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch import nn
 
 from clsp.audio.frontend import ClapFrontend
 from clsp.config import AudioConfig, portable_hf_config
+from clsp.errors import load_pretrained
 
 
 def _build_model(cfg: AudioConfig) -> nn.Module:
@@ -19,7 +20,7 @@ def _build_model(cfg: AudioConfig) -> nn.Module:
 
     if cfg.pretrained is not None:
         # HTSAT weights ship inside CLAP checkpoints (e.g. laion/clap-htsat-unfused).
-        return ClapModel.from_pretrained(cfg.pretrained).audio_model
+        return load_pretrained("model.audio.pretrained", cfg.pretrained, ClapModel.from_pretrained).audio_model
     hf = {k: v for k, v in cfg.hf_config.items() if k != "model_type"}
     hf.setdefault("num_mel_bins", cfg.n_mels)
     hf.setdefault("enable_fusion", cfg.truncation == "fusion")

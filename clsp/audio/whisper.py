@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from clsp.audio.frontend import WhisperFrontend
 from clsp.config import AudioConfig, portable_hf_config
+from clsp.errors import load_pretrained
 
 
 def _build_encoder(cfg: AudioConfig) -> nn.Module:
@@ -23,7 +24,7 @@ def _build_encoder(cfg: AudioConfig) -> nn.Module:
 
     if cfg.pretrained is not None:
         # Whisper checkpoints hold encoder + decoder; keep the encoder.
-        return WhisperModel.from_pretrained(cfg.pretrained).get_encoder()
+        return load_pretrained("model.audio.pretrained", cfg.pretrained, WhisperModel.from_pretrained).get_encoder()
     hf = {k: v for k, v in cfg.hf_config.items() if k != "model_type"}
     hf.setdefault("num_mel_bins", cfg.n_mels)
     return WhisperEncoder(WhisperConfig(**hf))

@@ -34,6 +34,7 @@ import soundfile as sf
 
 from clsp.data import audio_io
 from clsp.data.schema import AUDIO_EXTENSIONS, CaptionError, require_captions
+from clsp.errors import DataFailure
 
 # Counted by SkipCounter.skip: these are failures and count toward max_failure_rate.
 SKIP_REASONS: tuple[str, ...] = (
@@ -51,7 +52,7 @@ SKIP_REASONS: tuple[str, ...] = (
 _REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-class DataError(RuntimeError):
+class DataError(DataFailure):
     """Too many bad samples (or a bad sample with handler="raise"): the message says where and why."""
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from clsp.config import CLSPConfig
-from clsp.training.callbacks import LAST
+from clsp.errors import UserError
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -20,8 +20,10 @@ def load_checkpoint(path: str | Path) -> dict:
                          "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict first")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    except Exception as exc:  # torch's explanation of weights_only is many lines; keep its reason
+        detail = (str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines() or [""])[0]
+        raise UserError(f"{path} is not a checkpoint: torch.load(weights_only=True) failed "
+                        f"({type(exc).__name__}: {detail})", "give a .ckpt written by python -m clsp.train") from exc
 
 
 def model_from_checkpoint(path: str | Path, use_ema: bool = True):
@@ -47,6 +49,8 @@ def model_from_checkpoint(path: str | Path, use_ema: bool = True):
 
 def latest_checkpoint(run_root: str | Path) -> Path:
     """checkpoints/last.ckpt of the newest run folder under `run_root` (runs/<name>)."""
+    from clsp.training.callbacks import LAST  # imports Lightning (seconds), which exporting does not need
+
     run_root = Path(run_root)
     candidates = sorted(run_root.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
     if not candidates:

@@ -1,16 +1,166 @@
-"""Compose a run's config from configs/ + a recipe + command-line overrides, with one-line errors."""
+"""Compose a run's config from configs/ + a recipe + command-line overrides, with one-line errors.
+
+The types and ranges of the values that would otherwise fail deep inside torch or Lightning
+(`optim.lr=abc`, `trainer.devices=0`) are checked here, from the `CHECKS` table, before any model
+or data is built.
+"""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from clsp.errors import UserError
 from clsp.resources import config_dir, recipe_dir
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad recipe, override or value: reported as one line, before any model is built."""
+
+    def __init__(self, what: str, todo: str | None = None) -> None:
+        super().__init__(what, todo or "fix it with a key=value override or in the recipe "
+                                       "(`python -m clsp.train --help`)")
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a config value may be: a type, an inclusive or exclusive range, or a list of choices.
+
+    `other` accepts further forms (e.g. Lightning's `devices="auto"` or a list of device ids);
+    `example` is the fix the error suggests.
+    """
+
+    kind: type
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] = ()
+    null: bool = False
+    other: Callable[[Any], bool] | None = None
+    example: str = ""
+
+    def describe(self) -> str:
+        if self.choices:
+            text = f"one of {', '.join(self.choices)}"
+        else:
+            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+            bounds = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                      if v is not None]
+            text += f" {' and '.join(bounds)}" if bounds else ""
+        return text + (" (or null)" if self.null else "")
+
+
+def _device_ids(value: Any) -> bool:
+    """Lightning's other `devices` forms: "auto", -1 (all), a list of ids or "0,1"."""
+    if value == -1 or value == "auto":
+        return True
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else None
+    return bool(items) and all(str(v).strip().isdigit() for v in items)
+
+
+_PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+               "transformer-engine", "transformer-engine-float16")
+
+# Config keys whose values are checked when the config is composed. A key the config lacks is skipped.
+CHECKS: dict[str, Check] = {
+    "run.seed": Check(int, ge=0),
+    "optim.name": Check(str, choices=("adamw", "adam")),
+    "optim.lr": Check(float, gt=0, example="optim.lr=1e-4"),
+    "optim.tower_lr": Check(float, gt=0, null=True, example="optim.tower_lr=1e-5"),
+    "optim.weight_decay": Check(float, ge=0),
+    "optim.eps": Check(float, gt=0),
+    "optim.warmup_steps": Check(int, ge=0),
+    "optim.schedule": Check(str, choices=("cosine", "constant")),
+    "optim.min_lr_ratio": Check(float, ge=0, le=1),
+    "trainer.accelerator": Check(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")),
+    "trainer.devices": Check(int, ge=1, other=_device_ids, example="trainer.devices=1 (or auto, -1 = all, 0,1)"),
+    "trainer.num_nodes": Check(int, ge=1),
+    "trainer.precision": Check(str, choices=_PRECISIONS),
+    "trainer.max_steps": Check(int, ge=1, null=True, other=lambda v: v == -1),
+    "trainer.max_epochs": Check(int, ge=1, null=True),
+    "trainer.val_check_interval": Check(float, gt=0, null=True),
+    "trainer.check_val_every_n_epoch": Check(int, ge=1, null=True),
+    "trainer.log_every_n_steps": Check(int, ge=1),
+    "trainer.gradient_clip_val": Check(float, ge=0, null=True),
+    "trainer.accumulate_grad_batches": Check(int, ge=1),
+    "trainer.checkpoint_every_n_steps": Check(int, ge=1),
+    "trainer.ema_decay": Check(float, gt=0, lt=1, null=True, example="trainer.ema_decay=0.999"),
+    "trainer.compile": Check(bool),
+    "trainer.progress_bar": Check(bool),
+    "data.batch_size": Check(int, ge=1),
+    "data.num_workers": Check(int, ge=0),
+    "data.shuffle_buffer": Check(int, ge=0),
+    "data.samples_per_epoch": Check(int, ge=1, null=True),
+    "data.epoch_mode": Check(bool),
+    "data.max_failure_rate": Check(float, ge=0, le=1, null=True),
+    "data.caption_policy": Check(str, choices=("short", "long", "both", "random")),
+    "data.val_caption_policy": Check(str, choices=("short", "long", "all")),
+    "model.audio.sample_rate": Check(int, ge=1),
+    "model.audio.max_seconds": Check(float, gt=0),
+    "model.text.max_length": Check(int, ge=2),
+    "model.head.dim": Check(int, ge=1),
+    "caption_schedule.p_start": Check(float, ge=0, le=1),
+    "caption_schedule.p_end": Check(float, ge=0, le=1),
+    "caption_schedule.ramp_steps": Check(int, ge=0),
+}
+
+
+def _coerce(value: Any, check: Check) -> Any:
+    """The value as `check.kind` (a number for int/float), or raise ValueError. Text like '1e-4' is a number."""
+    if check.kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError
+    if check.kind is str:
+        text = str(value)
+        if check.choices and text not in check.choices:
+            raise ValueError
+        return text if isinstance(value, str) else value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError
+    number = float(value)  # ValueError for 'abc'
+    if not math.isfinite(number):
+        raise ValueError
+    if check.kind is int:
+        if number != int(number):
+            raise ValueError
+        number = int(number)
+    for bound, ok in ((check.ge, lambda b: number >= b), (check.gt, lambda b: number > b),
+                      (check.le, lambda b: number <= b), (check.lt, lambda b: number < b)):
+        if bound is not None and not ok(bound):
+            raise ValueError
+    return number
+
+
+def check_values(cfg: DictConfig, checks: dict[str, Check] = CHECKS) -> None:
+    """Check (and normalise: '1e-4' -> 1e-4) the values named in `checks`; ConfigError names the key."""
+    absent = object()
+    for key, check in checks.items():
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is absent or (value is None and check.null):
+            continue
+        if value is not None and check.other is not None and check.other(value):
+            continue
+        try:
+            if value is None:
+                raise ValueError
+            fixed = _coerce(value, check)
+        except ValueError:
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            todo = f"give {check.describe()}" + (f", e.g. {check.example}" if check.example else "")
+            raise ConfigError(f"{key}={shown!r} is not valid", todo) from None
+        # Numbers given as text become numbers; an int stays an int where a number is asked for
+        # (Lightning reads val_check_interval=2000 as batches, 2000.0 as a fraction).
+        if (isinstance(value, str) and fixed != value) or (check.kind is int and type(value) is float):
+            OmegaConf.update(cfg, key, fixed, merge=False, force_add=True)
 
 
 def available_recipes() -> list[str]:
@@ -52,18 +202,24 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg = compose(config_name="train", overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_first_line(exc)) from None
+        raise _hydra_error(exc) from None
     finally:
         GlobalHydra.instance().clear()
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"required setting(s) not given: {', '.join(missing)} (e.g. data.train=/path/to/shards)")
+        raise ConfigError(f"required setting(s) not given: {', '.join(missing)}", "e.g. data.train=/path/to/shards")
+    check_values(cfg)
     return cfg
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else type(exc).__name__
-    if "Could not find" in message or "override" in message.lower():
-        return f"bad override: {message}"
-    return message
+def _hydra_error(exc: Exception) -> ConfigError:
+    """Hydra's multi-line message as one line: the problem, then its own hint or the choices."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    if "Could not find" in message:  # an unknown group choice: list the available ones
+        options = [ln for ln in lines[1:] if not ln.startswith(("Available", "Config search", "provider="))]
+        return ConfigError(f"bad override: {message}", f"choose one of {', '.join(options)}" if options else None)
+    if "override" in message.lower() or "append" in message.lower() or "Could not" in message:
+        hint = " ".join(lines[1:]).replace("To append to your config use", "check the spelling, or to add a new key use")
+        return ConfigError(f"bad override: {message.rstrip('.')}", hint or None)
+    return ConfigError(message, " ".join(lines[1:]) or None)

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from clsp.errors import UserError
 from clsp.training.compose import ConfigError
 
 
@@ -78,7 +79,13 @@ def build_model(cfg: DictConfig):
     from clsp.model import CLSPModel, load_model
 
     if cfg.run.get("init_from"):
-        model = load_model(str(cfg.run.init_from))
+        try:
+            model = load_model(str(cfg.run.init_from))
+        except UserError as exc:
+            raise ConfigError(f"run.init_from: {exc.what}", exc.todo) from exc
+        except (FileNotFoundError, ValueError) as exc:  # a missing folder, foreign file, unreachable hub id
+            raise ConfigError(f"run.init_from={str(cfg.run.init_from)!r}: {' '.join(str(exc).split())}",
+                              "give a clsp model folder or hub id, a training .ckpt, or clap:<folder or hub id>") from exc
         return model.train(), ("audio.", "text.")
     try:
         config = CLSPConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))

@@ -77,7 +77,7 @@ def test_export_round_trip(demo, tmp_path):
         (["recipe=demo", "model=nope"], "bad override"),
         (["recipe=fusionaudio"], "data.train"),
         (["recipe=demo", "loss.global.weight=nan"], "finite"),
-        (["recipe=fusionaudio", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
+        (["recipe=fusionaudio", "trainer=cpu", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
         (["recipe=demo", "notakeyvalue"], "key=value"),
     ],
 )
