@@ -40,8 +40,12 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
     from clsp.errors import UserError
     from clsp.model import CONFIG_NAME, WEIGHTS_NAME, _read_config, _resolve
 
-    folder = _resolve(cfg.pretrained)
-    raw = _read_config(folder)
+    try:
+        folder = _resolve(cfg.pretrained)
+        raw = _read_config(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"audio.pretrained: {exc}", "pass a folder written by python -m clsp.convert (htsat, laion "
+                        "or wavcaps), a clsp model folder or a transformers CLAP folder") from None
     if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in preprocessor_config.json
         from clsp.convert.clap import clap_config_to_clsp
 

@@ -54,8 +54,8 @@ def load_checkpoint(path: str | os.PathLike, expected: str) -> dict:
         raise UserError(f"{path}: holds objects a safe load refuses ({detail.strip()[:160]})",
                         f"expected {expected}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable torch checkpoint, truncated or damaged "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})",
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:100]
+        raise UserError(f"{path}: not a readable torch checkpoint, truncated or damaged ({reason})",
                         f"expected {expected}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: holds a {type(data).__name__}, not a checkpoint dict", f"expected {expected}")

@@ -71,7 +71,7 @@ def convert_laion(checkpoint: str | os.PathLike, out: str | os.PathLike | None =
         "head": {"dim": int(weights["audio_head.2.weight"].shape[0]), "logit_scale_init": float(logit_scale),
                  "logit_scale_max": max(math.log(100.0), float(logit_scale))},
     })
-    tok = load_source_tokenizer(tokenizer, text_hf["vocab_size"], "roberta")
+    tok = load_source_tokenizer(tokenizer, text_hf["vocab_size"], "roberta", str(checkpoint))
     model = CLSPModel(config, tokenizer=tok)
     model.load_state(weights, source=str(checkpoint))
     model.source_info = {"family": "laion", "amodel": size, "fusion": fused}

@@ -55,16 +55,16 @@ def text_encoder(ledger: KeyLedger, prefix: str, family: str, pooler: bool) -> t
     return hf, state
 
 
-def load_source_tokenizer(name: str, vocab_size: int, family: str):
+def load_source_tokenizer(name: str, vocab_size: int, family: str, source: str):
     """The tokenizer `name` (hub id or folder); a one-line error when it cannot be loaded or does not fit."""
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
-        raise UserError(f"cannot load the {family} tokenizer {name!r} ({type(exc).__name__})",
+        raise UserError(f"{source}: cannot load the {family} tokenizer {name!r} ({type(exc).__name__})",
                         "pass --tokenizer with a folder holding its files (or a cached hub id)") from None
     if len(tok) > vocab_size:
-        raise UserError(f"tokenizer {name!r} has {len(tok)} tokens but the checkpoint's text embeddings have "
+        raise UserError(f"{source}: tokenizer {name!r} has {len(tok)} tokens but the checkpoint's text embeddings have "
                         f"{vocab_size} rows", f"pass the {family} tokenizer the checkpoint was trained with")
     return tok

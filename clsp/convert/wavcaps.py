@@ -83,7 +83,7 @@ def convert_wavcaps(checkpoint: str | os.PathLike, out: str | os.PathLike | None
         "head": {"dim": int(weights["audio_head.2.weight"].shape[0]), "logit_scale_init": scale,
                  "logit_scale_max": max(math.log(100.0), scale)},
     })
-    tok = load_source_tokenizer(tokenizer or str(text_name), text_hf["vocab_size"], family)
+    tok = load_source_tokenizer(tokenizer or str(text_name), text_hf["vocab_size"], family, str(checkpoint))
     model = CLSPModel(config, tokenizer=tok)
     model.load_state(weights, source=str(checkpoint))
     model.source_info = {"family": "wavcaps", "temp": temp}
