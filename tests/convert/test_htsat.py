@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from convert_sources import htsat_checkpoint, laion_checkpoint
 
 from clsp import CLSPConfig, CLSPModel
-from clsp.convert import convert_htsat
 from clsp.convert.__main__ import main
 from clsp.convert.checkpoint import load_checkpoint
 from clsp.errors import UserError
 from clsp.tiny import tiny_tokenizer
-from convert_sources import htsat_checkpoint, laion_checkpoint
 
 
 def test_htsat_tower_starts_a_model(tmp_path):

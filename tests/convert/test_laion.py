@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from convert_sources import laion_checkpoint
 
 from clsp import CLSPModel
 from clsp.convert import convert_laion
 from clsp.errors import UserError
 from clsp.model import load_model
 from clsp.tiny import tiny_tokenizer
-from convert_sources import laion_checkpoint
 
 
 @pytest.fixture(scope="module")

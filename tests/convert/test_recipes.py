@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from convert_sources import htsat_checkpoint
 
 from clsp import CLSPConfig, CLSPModel
 from clsp.convert import convert_htsat
@@ -13,7 +14,6 @@ from clsp.text import preprocess, tokenize
 from clsp.training.compose import compose_config
 from clsp.training.datamodule import loader_config
 from clsp.training.runner import build_model
-from convert_sources import htsat_checkpoint
 
 
 def test_fusionaudio_starts_from_a_converted_htsat(tmp_path):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from convert_sources import bert_tokenizer, wavcaps_checkpoint
 
 from clsp import CLSPModel
 from clsp.convert import convert_wavcaps
 from clsp.errors import UserError
 from clsp.model import load_model
-from convert_sources import bert_tokenizer, wavcaps_checkpoint
 
 
 def wavcaps_text_preprocess(sentence: str) -> str:
