@@ -100,7 +100,7 @@ def laion_checkpoint(path, fusion: bool = False, seed: int = 0):
     return clap
 
 
-def wavcaps_checkpoint(path, seed: int = 0, temp: float = 0.05):
+def wavcaps_checkpoint(path, seed: int = 0, temp: float = 0.05, embed: int = 48):
     """Random references (ClapAudioModel, BertModel without pooler, projections) and their WavCaps ASE file."""
     from transformers import BertConfig, BertModel, ClapAudioConfig, ClapAudioModel
 
@@ -108,8 +108,8 @@ def wavcaps_checkpoint(path, seed: int = 0, temp: float = 0.05):
     audio = ClapAudioModel(ClapAudioConfig(**HTSAT)).eval()
     bert = BertModel(BertConfig(**TEXT, max_position_embeddings=64, layer_norm_eps=1e-12),
                      add_pooling_layer=False).eval()
-    audio_proj = nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 48))
-    text_proj = nn.Sequential(nn.Linear(128, 48), nn.ReLU(), nn.Linear(48, 48))
+    audio_proj = nn.Sequential(nn.Linear(HTSAT["hidden_size"], embed), nn.ReLU(), nn.Linear(embed, embed))
+    text_proj = nn.Sequential(nn.Linear(TEXT["hidden_size"], embed), nn.ReLU(), nn.Linear(embed, embed))
     for module in (audio, bert, audio_proj, text_proj):
         spread(module)
     state = original_htsat(audio.state_dict(), "audio_encoder.audio_enc.")
@@ -121,7 +121,7 @@ def wavcaps_checkpoint(path, seed: int = 0, temp: float = 0.05):
     state["temp"] = torch.tensor(temp)
     config = {"audio_args": {"sr": 32000, "n_fft": 1024, "hop_length": 320, "f_min": 50, "f_max": 14000, "n_mels": 64,
                              "max_length": 10, "mono": True},
-              "text_encoder_args": {"type": "bert-base-uncased", "freeze": False}, "embed_size": 48}
+              "text_encoder_args": {"type": "bert-base-uncased", "freeze": False}, "embed_size": embed}
     # A numpy scalar, as FusionAudio's files hold (its loader allow-lists numpy's scalar).
     torch.save({"model": state, "optimizer": {}, "epoch": 15, "config": config, "best": np.float64(0.42)}, path)
     return audio, bert, audio_proj, text_proj
