@@ -25,15 +25,15 @@ def load_source(checkpoint: str | os.PathLike, *, tokenizer: str | None = None):
     """A LAION-CLAP or WavCaps training checkpoint as a CLSPModel, the family read off its keys
     (tokenizer: the family's default, roberta-base / bert-base-uncased, unless given)."""
     from clsp.convert.checkpoint import load_checkpoint
-    from clsp.convert.laion import is_laion
-    from clsp.convert.wavcaps import is_wavcaps
+    from clsp.convert.laion import is_laion, laion_model
+    from clsp.convert.wavcaps import is_wavcaps, wavcaps_model
     from clsp.errors import UserError
 
     expected = "a LAION-CLAP (.pt, state_dict) or WavCaps (.pt, model) checkpoint"
-    data = load_checkpoint(checkpoint, expected)
-    for field, test, convert in (("state_dict", is_laion, convert_laion), ("model", is_wavcaps, convert_wavcaps)):
+    data = load_checkpoint(checkpoint, expected)  # once: released files are gigabytes (optimizer states)
+    for field, test, build in (("state_dict", is_laion, laion_model), ("model", is_wavcaps, wavcaps_model)):
         state = data.get(field)
         if isinstance(state, dict) and test({k.removeprefix("module."): v for k, v in state.items()}):
-            return convert(checkpoint, tokenizer=tokenizer) if tokenizer else convert(checkpoint)
+            return build(data, str(checkpoint), tokenizer=tokenizer) if tokenizer else build(data, str(checkpoint))
     raise UserError(f"{checkpoint}: neither LAION-CLAP nor WavCaps weights", f"expected {expected}; an AudioSet "
                     "HTSAT is an audio tower: python -m clsp.convert htsat CKPT OUT")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -49,10 +50,9 @@ def load_checkpoint(path: str | os.PathLike, expected: str) -> dict:
         with torch.serialization.safe_globals(_numpy_globals()):
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[-1] if first else "")
-        raise UserError(f"{path}: holds objects a safe load refuses ({detail.strip()[:160]})",
-                        f"expected {expected}") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        detail = found.group(1) if found else (str(exc).strip().splitlines() or ["?"])[0][:120]
+        raise UserError(f"{path}: holds objects a safe load refuses ({detail})", f"expected {expected}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:100]
         raise UserError(f"{path}: not a readable torch checkpoint, truncated or damaged ({reason})",

@@ -37,10 +37,19 @@ def convert_laion(checkpoint: str | os.PathLike, out: str | os.PathLike | None =
     """A LAION-CLAP `.pt` as a CLSPModel (eval mode), saved to `out` when given.
 
     `amodel` (HTSAT-tiny / HTSAT-base) and `fusion` are read off the weights; when given they must agree."""
+    model = laion_model(load_checkpoint(checkpoint, EXPECTED), str(checkpoint), tokenizer=tokenizer, amodel=amodel,
+                        fusion=fusion)
+    if out is not None:
+        model.save_pretrained(out)
+    return model
+
+
+def laion_model(data: dict, checkpoint: str, *, tokenizer: str = "roberta-base", amodel: str | None = None,
+                fusion: bool | None = None):
+    """The CLSPModel of an already loaded LAION-CLAP checkpoint dict (`checkpoint` names it in errors)."""
     from clsp.config import CLSPConfig
     from clsp.model import CLSPModel
 
-    data = load_checkpoint(checkpoint, EXPECTED)
     raw = state_dict_of(data, checkpoint, "state_dict", EXPECTED)
     state = {k.removeprefix("module."): v for k, v in raw.items()}
     if not is_laion(state):
@@ -75,6 +84,4 @@ def convert_laion(checkpoint: str | os.PathLike, out: str | os.PathLike | None =
     model = CLSPModel(config, tokenizer=tok)
     model.load_state(weights, source=str(checkpoint))
     model.source_info = {"family": "laion", "amodel": size, "fusion": fused}
-    if out is not None:
-        model.save_pretrained(out)
     return model.eval()

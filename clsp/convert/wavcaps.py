@@ -44,10 +44,17 @@ def convert_wavcaps(checkpoint: str | os.PathLike, out: str | os.PathLike | None
     """A WavCaps ASE checkpoint as a CLSPModel (eval mode), saved to `out` when given.
 
     `tokenizer` defaults to the text encoder the file's config names (bert-base-uncased)."""
+    model = wavcaps_model(load_checkpoint(checkpoint, EXPECTED), str(checkpoint), tokenizer=tokenizer)
+    if out is not None:
+        model.save_pretrained(out)
+    return model
+
+
+def wavcaps_model(data: dict, checkpoint: str, *, tokenizer: str | None = None):
+    """The CLSPModel of an already loaded WavCaps checkpoint dict (`checkpoint` names it in errors)."""
     from clsp.config import CLSPConfig
     from clsp.model import CLSPModel
 
-    data = load_checkpoint(checkpoint, EXPECTED)
     state = state_dict_of(data, checkpoint, "model", EXPECTED)
     if not is_wavcaps(state):
         raise UserError(f"{checkpoint}: no {AUDIO}* weights (first key {next(iter(state))!r})", f"expected {EXPECTED}")
@@ -87,6 +94,4 @@ def convert_wavcaps(checkpoint: str | os.PathLike, out: str | os.PathLike | None
     model = CLSPModel(config, tokenizer=tok)
     model.load_state(weights, source=str(checkpoint))
     model.source_info = {"family": "wavcaps", "temp": temp}
-    if out is not None:
-        model.save_pretrained(out)
     return model.eval()

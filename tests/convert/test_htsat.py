@@ -84,3 +84,12 @@ def test_safe_loader_allows_numpy_scalars_only(tmp_path):
     torch.save({"state_dict": {}, "cfg": F.relu}, tmp_path / "code.pt")
     with pytest.raises(UserError, match="refuses"):
         load_checkpoint(tmp_path / "code.pt", "a test file")
+
+
+def test_load_source_names_the_family_it_expected(tmp_path):
+    from clsp.convert import load_source
+
+    htsat_checkpoint(tmp_path / "HTSAT.ckpt")
+    torch.save(torch.load(tmp_path / "HTSAT.ckpt", weights_only=True), tmp_path / "htsat.pt")
+    with pytest.raises(UserError, match="neither LAION-CLAP nor WavCaps.*clsp.convert htsat"):
+        load_source(tmp_path / "htsat.pt")
