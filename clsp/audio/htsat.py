@@ -98,6 +98,8 @@ class HTSATTower(nn.Module):
         super().__init__()
         if cfg.pretrained is not None:
             cfg, self.model = _pretrained(cfg)
+            # Record the architecture actually loaded (the config may name another size).
+            cfg = dataclasses.replace(cfg, hf_config=portable_hf_config(self.model.config))
         else:
             self.model = _build_model(cfg)
         self.cfg = cfg

@@ -24,6 +24,7 @@ def test_fusionaudio_starts_from_a_converted_htsat(tmp_path):
     model, prefixes = build_model(cfg)
     assert "audio." in prefixes  # the pretrained tower trains at optim.tower_lr
     assert model.config.audio.sample_rate == 32000 and model.config.audio.hop_length == 320
+    assert model.config.audio.hf_config["depths"] == [1, 2]  # the tower's architecture, not tiny_htsat's [1, 1]
     # The data pipeline follows the model's (adopted) frontend.
     assert loader_config(dict(cfg.data), model.config).sample_rate == 32000
 
