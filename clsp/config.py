@@ -17,6 +17,7 @@ from typing import Any
 
 AUDIO_TOWERS = ("htsat", "whisper")
 TEXT_POOLINGS = ("pooler", "cls", "mean")
+HTSAT_PADDINGS = ("repeatpad", "repeat", "pad")  # LAION repeats short clips; WavCaps zero-pads ("pad")
 
 
 @dataclass
@@ -24,13 +25,16 @@ class AudioConfig:
     """The audio tower and its log-mel frontend."""
 
     tower: str = "htsat"  # "htsat" (general audio, LAION-CLAP) or "whisper" (speech)
-    pretrained: str | None = None  # hub id or folder to load weights from; None = random init
+    # Hub id or folder to load weights from; None = random init. For htsat: a converted audio tower
+    # (`python -m clsp.convert htsat`), a clsp model folder or a transformers CLAP folder; the tower then
+    # takes the source's architecture and frontend (rate, hop, mels, padding), which its weights need.
+    pretrained: str | None = None
     hf_config: dict[str, Any] = field(default_factory=dict)  # transformers config fields (random init / overrides)
     sample_rate: int = 48000
     n_mels: int = 64
     max_seconds: float = 10.0
     truncation: str = "rand_trunc"  # htsat: "rand_trunc" or "fusion" for clips longer than the window
-    padding: str = "repeatpad"  # htsat: how shorter clips fill the window
+    padding: str = "repeatpad"  # htsat: how shorter clips fill the window: repeatpad | repeat | pad (zeros)
     f_min: float = 50.0  # htsat only
     f_max: float = 14000.0  # htsat only
     n_fft: int | None = None  # None = the tower's standard (htsat 1024, whisper 400)
@@ -49,6 +53,10 @@ class TextConfig:
     tokenizer: str | None = None  # defaults to `pretrained`; "clsp:tiny-bpe" = the offline tiny tokenizer
     pooling: str = "pooler"  # "pooler" (LAION-CLAP), "cls" or "mean"
     max_length: int = 77
+    # Caption preprocessing before tokenizing, applied alike in training, encode_text and evaluation
+    # (WavCaps: lower-case and each of (),.!?;:|*" replaced by a space).
+    lowercase: bool = False
+    punctuation: str = ""  # characters replaced by a space
     gradient_checkpointing: bool = False
     freeze: bool = False
 
@@ -57,8 +65,10 @@ class TextConfig:
 class HeadConfig:
     """Projection heads (Linear -> ReLU -> Linear) and the contrastive scales."""
 
-    dim: int = 512
+    dim: int = 512  # joint width: both heads are Linear(tower width, dim) -> ReLU -> Linear(dim, dim)
     logit_scale_init: float = math.log(1 / 0.07)
+    # The clamp of the learnable scale. LAION clamps at ln 100; a converted WavCaps model keeps its 1/temp
+    # (which WavCaps never clamps), so its config raises this to fit.
     logit_scale_max: float = math.log(100.0)
     logit_bias_init: float | None = None  # set (e.g. -10) for the sigmoid loss
 
@@ -84,6 +94,11 @@ class CLSPConfig:
             raise ValueError(f"unknown text pooling {self.text.pooling!r}; choose one of {TEXT_POOLINGS}")
         if self.audio.tower == "htsat" and self.audio.truncation not in ("rand_trunc", "fusion"):
             raise ValueError(f"audio.truncation must be 'rand_trunc' or 'fusion', got {self.audio.truncation!r}")
+        if self.audio.tower == "htsat" and self.audio.padding not in HTSAT_PADDINGS:
+            raise ValueError(f"audio.padding must be one of {HTSAT_PADDINGS}, got {self.audio.padding!r}")
+        if self.head.logit_scale_init > self.head.logit_scale_max:
+            raise ValueError(f"head.logit_scale_init ({self.head.logit_scale_init:.4f}) is above head.logit_scale_max "
+                             f"({self.head.logit_scale_max:.4f}); raise logit_scale_max to keep the scale")
         if self.text.pretrained is None and "model_type" not in self.text.hf_config:
             raise ValueError("text.hf_config needs a 'model_type' when text.pretrained is None")
         if self.text.max_length < 2:

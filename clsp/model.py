@@ -12,6 +12,7 @@ tokenizer files (never pickle).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -50,8 +51,10 @@ def projection_head(in_dim: int, dim: int) -> nn.Sequential:
 class CLSPModel(nn.Module):
     def __init__(self, config: CLSPConfig, tokenizer=None):
         super().__init__()
-        self.config = config
         self.audio = build_audio_tower(config.audio)
+        # A pretrained audio tower brings its own frontend settings (see clsp.audio.htsat).
+        tower_cfg = getattr(self.audio, "cfg", config.audio)
+        self.config = config if tower_cfg == config.audio else dataclasses.replace(config, audio=tower_cfg)
         self.text = TextTower(config.text)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(
             config.text.tokenizer or config.text.pretrained or ""
@@ -100,7 +103,9 @@ class CLSPModel(nn.Module):
         return Embeddings(embeds, F.normalize(head(tokens), dim=-1), mask)
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
-        return tokenize(self.tokenizer, list(texts), self.config.text.max_length)
+        cfg = self.config.text
+        return tokenize(self.tokenizer, list(texts), cfg.max_length, lowercase=cfg.lowercase,
+                        punctuation=cfg.punctuation)
 
     # ------------------------------------------------------------- user level
     @torch.no_grad()
@@ -222,16 +227,21 @@ class CLSPModel(nn.Module):
         Embeddings then equal `ClapModel.get_audio_features` / `get_text_features` after L2
         normalisation for the same weights and waveform.
         """
-        from clsp.clap_import import import_clap
+        from clsp.convert.clap import import_clap
 
         return import_clap(cls, _resolve(name_or_path))
 
 
 def load_model(spec: str | os.PathLike) -> CLSPModel:
-    """Any model reference: a clsp folder or hub id, 'clap:<path or hub id>', or a training checkpoint (.ckpt)."""
+    """Any model reference: a clsp folder or hub id, 'clap:<path or hub id>', a training checkpoint
+    (.ckpt), or a released LAION-CLAP / WavCaps checkpoint (.pt/.pth, converted on the fly)."""
     spec = str(spec)
     if spec.startswith("clap:"):
         return CLSPModel.from_clap(spec[len("clap:") :])
+    if spec.endswith((".pt", ".pth")):
+        from clsp.convert import load_source
+
+        return load_source(spec)
     if spec.endswith(".ckpt"):
         from clsp.training.checkpoint import model_from_checkpoint
 

@@ -1,7 +1,10 @@
 """The text tower: any Hugging Face encoder and its tokenizer, plus pooling.
 
 `pooler` uses the encoder's pooler output (LAION-CLAP uses RoBERTa's), `cls` the first
-token's hidden state, `mean` the masked mean over tokens.
+token's hidden state (WavCaps: BERT without a pooler), `mean` the masked mean over tokens.
+Captions can be lower-cased and have chosen punctuation replaced by spaces before tokenizing
+(`preprocess`), as WavCaps' dataset does; `tokenize` applies it, so training, `encode_text` and
+evaluation see the same tokens.
 """
 
 from __future__ import annotations
@@ -37,8 +40,17 @@ def load_tokenizer(name: str):
     return load_pretrained("model.text.tokenizer", name, AutoTokenizer.from_pretrained)
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokens:
-    """Tokenize a batch, truncating to `max_length` and counting what was cut.
+def preprocess(texts: list[str], lowercase: bool = False, punctuation: str = "") -> list[str]:
+    """Captions lower-cased (if asked) with each character of `punctuation` replaced by a space."""
+    if punctuation:
+        table = str.maketrans(punctuation, " " * len(punctuation))
+        texts = [t.translate(table) for t in texts]
+    return [t.lower() for t in texts] if lowercase else list(texts)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, *, lowercase: bool = False,
+             punctuation: str = "") -> Tokens:
+    """Tokenize a batch (after `preprocess`), truncating to `max_length` and counting what was cut.
 
     The batch is tokenized and padded once without truncation (fast tokenizers do this in
     Rust), so truncation is counted rather than silent; over-long rows keep their first
@@ -49,6 +61,8 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokens:
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
         raise ValueError(f"empty or non-string caption(s) at index {bad[:10]}")
+    if lowercase or punctuation:
+        texts = preprocess(texts, lowercase, punctuation)
     enc = tokenizer(list(texts), padding="longest", truncation=False, return_tensors="pt", verbose=False)
     input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
     if getattr(tokenizer, "padding_side", "right") == "left":

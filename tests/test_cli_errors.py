@@ -23,13 +23,15 @@ import pytest
 import soundfile as sf
 import torch
 
+import clsp.convert.__main__
 import clsp.eval
 import clsp.export
 import clsp.shards
 import clsp.train
 from clsp.errors import ArgumentParser, DataFailure, UserError, entry_point
 
-ENTRY = {"train": clsp.train.main, "eval": clsp.eval.main, "shards": clsp.shards.main, "export": clsp.export.main}
+ENTRY = {"train": clsp.train.main, "eval": clsp.eval.main, "shards": clsp.shards.main, "export": clsp.export.main,
+         "convert": clsp.convert.__main__.main}
 # The tiny recipe most train rows start from; nothing is written under {o}.
 FAST = ["recipe=fusionaudio", "model=tiny_whisper", "trainer=cpu", "data.train={d}/good", "data.num_workers=0",
         "run.output_dir={o}"]
@@ -109,6 +111,14 @@ ROWS = [
     Row("eval-cuda-without-gpu", "eval", ["retrieval", "--model", "{d}/model", "--data", "{d}/table.csv", "--device",
                                           "cuda", "--out", "{o}"], 2, ("--device cuda",), needs_no_gpu=True),
     Row("eval-unknown-task", "eval", ["ranking", "--model", "{d}/model"], 2, ("'ranking'",)),
+    # clsp.convert: released checkpoints
+    Row("convert-garbage", "convert", ["laion", "{d}/garbage.ckpt", "{o}"], 2, ("garbage.ckpt",)),
+    Row("convert-text-file", "convert", ["wavcaps", "{d}/table.csv", "{o}"], 2, ("table.csv",)),
+    Row("convert-foreign", "convert", ["htsat", "{d}/foreign.ckpt", "{o}"], 2, ("foreign.ckpt",)),
+    Row("convert-missing", "convert", ["laion", "{d}/missing.pt", "{o}"], 2, ("missing.pt",)),
+    Row("convert-unknown-source", "convert", ["openclip", "{d}/garbage.ckpt", "{o}"], 2, ("'openclip'",)),
+    Row("convert-bad-amodel", "convert", ["laion", "{d}/garbage.ckpt", "{o}", "--amodel", "HTSAT-huge"], 2,
+        ("HTSAT-huge",)),
 ]
 
 # Every sample kind the reader skips and counts: a shard of 100 such samples and 10 good ones
@@ -305,6 +315,7 @@ SUBPROCESS_ROWS = [
     ("export", ["{d}/garbage.ckpt", "{o}"], "not a checkpoint"),
     ("shards", ["table", "{d}/no_audio.csv", "--out", "{o}"], "no audio column"),
     ("eval", ["retrieval", "--model", "{d}/no_model", "--data", "{d}/table.csv", "--out", "{o}"], "no_model"),
+    ("convert", ["laion", "{d}/garbage.ckpt", "{o}"], "garbage.ckpt"),
 ]
 
 

@@ -1,26 +1,91 @@
 """HTSAT general-audio tower: transformers' `ClapAudioModel` (the LAION-CLAP audio encoder).
 
-48 kHz, 10 s windows, 64-bin log-mel. Shorter clips are repeat-padded, longer ones
-randomly cropped ("rand_trunc") or fused ("fusion": a shrunk global view + three local
+48 kHz, 10 s windows, 64-bin log-mel by default (LAION-CLAP); any sample rate and hop (WavCaps
+and the AudioSet HTSAT: 32 kHz, hop 320). Shorter clips are repeat-padded or zero-padded, longer
+ones randomly cropped ("rand_trunc") or fused ("fusion": a shrunk global view + three local
 chunks, flagged `is_longer`), all done by the frontend on the model's device.
+
+`audio.pretrained` starts the tower from weights: a converted audio tower folder
+(`python -m clsp.convert htsat`, config.json `clsp_audio`), a clsp model folder (its `audio.*`
+weights) or a transformers CLAP folder. The tower then takes the source's architecture and
+frontend settings, since weights only work on the features they were trained on; the resolved
+settings are the tower's `cfg` (and so the model's config, which the data pipeline follows).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import logging
 
 import torch
 from torch import nn
 
 from clsp.audio.frontend import ClapFrontend
 from clsp.config import AudioConfig, portable_hf_config
-from clsp.errors import load_pretrained
+
+log = logging.getLogger(__name__)
+
+TOWER_CONFIG_KEY = "clsp_audio"  # config.json of a converted audio tower folder
+# The fields a pretrained source decides: the weights were trained on exactly these features.
+SOURCE_FIELDS = ("sample_rate", "n_mels", "max_seconds", "truncation", "padding", "f_min", "f_max", "n_fft",
+                 "hop_length")
+
+
+def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
+    """(cfg with the source's architecture and frontend, ClapAudioModel with the source's weights)."""
+    from safetensors.torch import load_file
+    from transformers import ClapAudioConfig, ClapAudioModel, ClapModel
+
+    from clsp.errors import UserError, pretrained_error
+    from clsp.model import CONFIG_NAME, WEIGHTS_NAME, _read_config, _resolve
+
+    try:
+        folder = _resolve(cfg.pretrained)
+    except (FileNotFoundError, ValueError) as exc:
+        raise pretrained_error("model.audio.pretrained", str(cfg.pretrained), exc) from None
+    try:
+        raw = _read_config(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"model.audio.pretrained: {exc}", "pass a folder written by python -m clsp.convert (htsat, laion "
+                        "or wavcaps), a clsp model folder or a transformers CLAP folder") from None
+    if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in preprocessor_config.json
+        from clsp.convert.clap import clap_config_to_clsp
+
+        clap = ClapModel.from_pretrained(str(folder))
+        pre = folder / "preprocessor_config.json"
+        source = clap_config_to_clsp(clap.config, json.loads(pre.read_text()) if pre.exists() else {}).audio
+        return _adopt(cfg, dataclasses.asdict(source)), clap.audio_model
+    if TOWER_CONFIG_KEY in raw:
+        source, prefix = raw[TOWER_CONFIG_KEY], ""
+    elif "clsp_config" in raw:
+        source, prefix = raw["clsp_config"].get("audio", {}), "audio.model."
+    else:
+        raise UserError(f"model.audio.pretrained {cfg.pretrained}: {folder / CONFIG_NAME} is neither a converted audio "
+                        "tower, a clsp model nor a transformers CLAP config",
+                        "convert the checkpoint first: python -m clsp.convert {htsat,laion,wavcaps} CKPT OUT")
+    if source.get("tower", "htsat") != "htsat":
+        raise UserError(f"model.audio.pretrained {cfg.pretrained} holds a {source.get('tower')} tower, not htsat")
+    hf = {k: v for k, v in source.get("hf_config", {}).items() if k != "model_type"}
+    model = ClapAudioModel(ClapAudioConfig(**hf))
+    state = {k[len(prefix):]: v for k, v in load_file(str(folder / WEIGHTS_NAME)).items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"model.audio.pretrained {cfg.pretrained}: weights do not fit the HTSAT its config describes "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return _adopt(cfg, source), model
+
+
+def _adopt(cfg: AudioConfig, source: dict) -> AudioConfig:
+    changed = {k: source[k] for k in SOURCE_FIELDS if k in source and source[k] != getattr(cfg, k)}
+    if changed:
+        log.info("audio.pretrained %s sets the frontend: %s", cfg.pretrained, changed)
+    return dataclasses.replace(cfg, **changed)
 
 
 def _build_model(cfg: AudioConfig) -> nn.Module:
-    from transformers import ClapAudioConfig, ClapAudioModel, ClapModel
+    from transformers import ClapAudioConfig, ClapAudioModel
 
-    if cfg.pretrained is not None:
-        # HTSAT weights ship inside CLAP checkpoints (e.g. laion/clap-htsat-unfused).
-        return load_pretrained("model.audio.pretrained", cfg.pretrained, ClapModel.from_pretrained).audio_model
     hf = {k: v for k, v in cfg.hf_config.items() if k != "model_type"}
     hf.setdefault("num_mel_bins", cfg.n_mels)
     hf.setdefault("enable_fusion", cfg.truncation == "fusion")
@@ -34,8 +99,13 @@ class HTSATTower(nn.Module):
 
     def __init__(self, cfg: AudioConfig):
         super().__init__()
+        if cfg.pretrained is not None:
+            cfg, self.model = _pretrained(cfg)
+            # Record the architecture actually loaded (the config may name another size).
+            cfg = dataclasses.replace(cfg, hf_config=portable_hf_config(self.model.config))
+        else:
+            self.model = _build_model(cfg)
         self.cfg = cfg
-        self.model = _build_model(cfg)
         hf = self.model.config
         if cfg.truncation == "fusion" and not hf.enable_fusion:
             raise ValueError("audio.truncation='fusion' needs an HTSAT built with enable_fusion=True")

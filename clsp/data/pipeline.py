@@ -70,6 +70,8 @@ class DataConfig:
     caption_policy: str = "short"
     caption_choice: str = "random"  # which caption of a kind: "random" or "first"
     max_text_length: int = 77
+    text_lowercase: bool = False  # the model's caption preprocessing (TextConfig.lowercase / punctuation)
+    text_punctuation: str = ""
     hard_negatives: bool = False
     rank: int = 0
     world_size: int = 1
@@ -142,6 +144,8 @@ def collate(
     tokenizer: Any,
     *,
     max_text_length: int = 77,
+    text_lowercase: bool = False,
+    text_punctuation: str = "",
     negatives: Sequence[str | None] | None = None,
     skipped: dict[str, int] | None = None,
 ) -> Batch:
@@ -171,7 +175,8 @@ def collate(
     if negatives is not None:
         neg_texts = [neg if neg is not None else texts[i] for i, neg in enumerate(negatives)]
     # The model's own tokenization: one call, truncation at max_text_length counted, end token kept.
-    tok = tokenize(tokenizer, texts + neg_texts, max_text_length)
+    tok = tokenize(tokenizer, texts + neg_texts, max_text_length, lowercase=text_lowercase,
+                   punctuation=text_punctuation)
     ids, mask = tok.input_ids, tok.attention_mask
     truncated = int(tok.cut[:n_caps].sum())  # captions only: negatives are flipped copies of them
 
@@ -340,6 +345,8 @@ class ShardDataset(IterableDataset):
             chosen,
             self.tokenizer,
             max_text_length=self.config.max_text_length,
+            text_lowercase=self.config.text_lowercase,
+            text_punctuation=self.config.text_punctuation,
             negatives=negatives,
             skipped=counter.drain(),
         )

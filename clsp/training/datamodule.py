@@ -27,6 +27,8 @@ def loader_config(data: Mapping[str, Any], model: CLSPConfig, **extra: Any) -> D
         fields["max_seconds"] = audio.max_seconds * 6 if audio.truncation == "fusion" else audio.max_seconds
     fields.setdefault("sample_rate", audio.sample_rate)
     fields.setdefault("max_text_length", model.text.max_length)
+    fields.setdefault("text_lowercase", model.text.lowercase)
+    fields.setdefault("text_punctuation", model.text.punctuation)
     fields.update(extra)
     try:
         return DataConfig(**fields)

@@ -36,7 +36,7 @@ def test_demo_recipe_runs_and_writes_everything(demo, tmp_path, capsys):
 
 def test_fusionaudio_shaped_run(fast, demo_root, tmp_path):
     # HTSAT + long captions + global, token-level and multi-positive losses.
-    code = train_main(["recipe=fusionaudio", "model=tiny_htsat", "trainer=cpu", *fast,
+    code = train_main(["recipe=fusionaudio", "model=tiny_htsat", "model.audio.pretrained=null", "trainer=cpu", *fast,
                        f"data.train={demo_root}/train", f"data.val={demo_root}/val", "data.epoch_mode=true",
                        "data.samples_per_epoch=null", "trainer.max_steps=3", "trainer.val_check_interval=null",
                        "data.batch_size=8"])
@@ -77,7 +77,7 @@ def test_export_round_trip(demo, tmp_path):
         (["recipe=demo", "model=nope"], "bad override"),
         (["recipe=fusionaudio"], "data.train"),
         (["recipe=demo", "loss.global.weight=nan"], "finite"),
-        (["recipe=fusionaudio", "trainer=cpu", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
+        (["recipe=fusionaudio", "trainer=cpu", "model.audio.pretrained=/x", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
         (["recipe=demo", "notakeyvalue"], "key=value"),
     ],
 )
@@ -163,7 +163,8 @@ def test_too_many_bad_samples_stops_with_one_line(tmp_path, capsys, fast):
             info.size = len(data)
             dst.addfile(info, io.BytesIO(data))
     shutil.move(broken, shard)
-    code = train_main(["recipe=fusionaudio", "model=tiny_whisper", "trainer=cpu", *fast, f"data.train={root}/train",
+    code = train_main(["recipe=fusionaudio", "model=tiny_whisper", "model.audio.pretrained=null", "trainer=cpu", *fast,
+                       f"data.train={root}/train",
                        "data.epoch_mode=true", "data.samples_per_epoch=null", "data.num_workers=1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1

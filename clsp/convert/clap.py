@@ -8,13 +8,16 @@ preprocessor_config.json, so the frontend sees audio exactly as the checkpoint w
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from clsp.config import CLSPConfig, portable_hf_config
 
 
-def clap_config_to_clsp(clap_config, preprocessor: dict) -> CLSPConfig:
-    """Translate a transformers ClapConfig (+ its feature-extractor settings) into a CLSPConfig."""
+def clap_config_to_clsp(clap_config, preprocessor: dict, logit_scale: float | None = None) -> CLSPConfig:
+    """Translate a transformers ClapConfig (+ its feature-extractor settings) into a CLSPConfig.
+
+    `logit_scale` is the checkpoint's trained `logit_scale_a` (default: the config's initial value)."""
     audio_hf = portable_hf_config(clap_config.audio_config)
     text_hf = portable_hf_config(clap_config.text_config)
     text_hf["model_type"] = "clap_text_model"
@@ -37,7 +40,10 @@ def clap_config_to_clsp(clap_config, preprocessor: dict) -> CLSPConfig:
         "pooling": "default",
     }
     text = {"pretrained": None, "hf_config": text_hf, "tokenizer": None, "pooling": "pooler", "max_length": 77}
-    head = {"dim": int(clap_config.projection_dim), "logit_scale_init": float(clap_config.logit_scale_init_value)}
+    # ClapConfig keeps the scale itself (1/0.07); its parameter, like clsp's, is the log.
+    scale = math.log(clap_config.logit_scale_init_value) if logit_scale is None else float(logit_scale)
+    head = {"dim": int(clap_config.projection_dim), "logit_scale_init": scale,
+            "logit_scale_max": max(math.log(100.0), scale)}
     return CLSPConfig.from_dict({"audio": audio, "text": text, "head": head})
 
 
@@ -79,7 +85,7 @@ def import_clap(model_cls, folder: Path):
     clap = ClapModel.from_pretrained(str(folder))
     pre_file = folder / "preprocessor_config.json"
     preprocessor = json.loads(pre_file.read_text()) if pre_file.exists() else {}
-    config = clap_config_to_clsp(clap.config, preprocessor)
+    config = clap_config_to_clsp(clap.config, preprocessor, float(clap.logit_scale_a))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = model_cls(config, tokenizer=tokenizer)
     model.load_state(clap_state_to_clsp(clap.state_dict()), source=str(folder))
