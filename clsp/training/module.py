@@ -131,7 +131,14 @@ class CLSPTrainingModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         # LAION-CLAP clamps the scale to [0, ln 100] after every step. Inside the step, so the EMA
         # update and any checkpoint that follow see the clamped value.
-        self.model.clamp_logit_scale_()
+        scale = self.model.logit_scale
+        if hasattr(scale, "ds_id"):  # DeepSpeed ZeRO-3 keeps the parameter partitioned: gather it to clamp it
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([scale], modifier_rank=0):
+                self.model.clamp_logit_scale_()
+        else:
+            self.model.clamp_logit_scale_()
 
     def on_train_epoch_start(self) -> None:
         # Not called when a run resumes mid-epoch; on_load_checkpoint sets the count then.

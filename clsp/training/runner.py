@@ -106,9 +106,6 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
     t = cfg.trainer
     callbacks: list = checkpoint_callbacks(folder / "checkpoints", int(t.checkpoint_every_n_steps), has_val)
     if t.ema_decay:
-        if "deepspeed" in str(t.strategy):
-            # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
-            raise ConfigError("trainer.ema_decay does not work with DeepSpeed strategies; use trainer=gpu (DDP)")
         callbacks.append(EMA(decay=float(t.ema_decay)))
     kwargs: dict[str, Any] = dict(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
@@ -144,6 +141,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from clsp.training.datamodule import CLSPDataModule
     from clsp.training.module import CLSPTrainingModule
 
+    if cfg.trainer.ema_decay and "deepspeed" in str(cfg.trainer.strategy):
+        # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
+        raise ConfigError("trainer.ema_decay does not work with DeepSpeed strategies; use trainer=gpu (DDP)")
     try:
         losses = build_losses(OmegaConf.to_container(cfg.loss, resolve=True))
     except ValueError as exc:

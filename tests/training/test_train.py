@@ -79,6 +79,7 @@ def test_export_round_trip(demo, tmp_path):
         (["recipe=demo", "loss.global.weight=nan"], "finite"),
         (["recipe=fusionaudio", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
         (["recipe=demo", "notakeyvalue"], "key=value"),
+        (["recipe=demo", "trainer=deepspeed2", "trainer.ema_decay=0.99"], "ema_decay"),
     ],
 )
 def test_config_errors_are_one_line(overrides, message, capsys, tmp_path):
