@@ -125,11 +125,17 @@ def once(launch: Launch, work: Callable[[], T], *, fallback: Callable[[], T] | N
                 box[0] = ("error", (type(exc), exc.args))
                 dist.broadcast_object_list(box, src=0)
                 raise
+            except BaseException as exc:  # a bug: rank 0 keeps its traceback, the others must not wait forever
+                box[0] = ("crash", f"{type(exc).__name__}: {exc}")
+                dist.broadcast_object_list(box, src=0)
+                raise
         dist.broadcast_object_list(box, src=0)
         kind, value = box[0]
         if kind == "error":
             cls, args = value
             raise cls(*args)
+        if kind == "crash":
+            raise RuntimeError(f"rank 0 failed before training: {value}")
         return value
     if launch.is_rank_zero or fallback is None:
         return work()
