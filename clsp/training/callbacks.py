@@ -1,67 +1,83 @@
-"""Callbacks: atomic checkpoints (last + best by validation mAP@10)."""
+"""Checkpoints and EMA through Lightning's own callbacks, with the two things they lack here.
+
+- `ModelCheckpoint` decides when to save (last every N optimizer steps, best by validation
+  mAP@10, the decision reduced over ranks) but writes in place, so a kill mid-write can leave a
+  broken `last.ckpt`. `AtomicModelCheckpoint` writes to a hidden temporary path and renames it
+  into place (a file, or DeepSpeed's folder), and also writes `last.ckpt` when training ends so
+  a finished run can be continued.
+- `EMAWeightAveraging` keeps the average, saves it with the step it belongs to (the average in
+  `state_dict`, the raw weights in `current_model_state`) and swaps it in for validation; `EMA`
+  only keeps the average on the training device.
+
+The callback order is fixed by Lightning (checkpoint callbacks last), so a checkpoint taken after
+an optimizer step already holds that step's EMA update; the logit-scale clamp happens inside the
+step itself (`CLSPTrainingModule.optimizer_step`).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
+MONITOR = "val/mAP@10"
 
 
-def atomic_save(trainer: L.Trainer, path: Path) -> None:
-    """Write a checkpoint next to `path` and rename it into place: a kill leaves the old file whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(str(tmp), weights_only=False)  # full state: optimizer, schedule, loops
-    trainer.strategy.barrier("clsp_checkpoint")
-    if trainer.is_global_zero:
-        # DeepSpeed writes a folder, everything else a file; both rename atomically.
-        if path.is_dir():
-            import shutil
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose files appear whole or not at all."""
 
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    trainer.strategy.barrier("clsp_checkpoint_done")
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        path = Path(filepath)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super()._save_checkpoint(trainer, str(tmp))
+        # Every rank has written its part (DeepSpeed: its shard of the folder) before the rename.
+        trainer.strategy.barrier("clsp_checkpoint_written")
+        if trainer.is_global_zero:
+            if path.is_dir():  # DeepSpeed checkpoints are folders; a folder cannot replace one in place
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        trainer.strategy.barrier("clsp_checkpoint_renamed")
+        self._last_checkpoint_saved = filepath
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # The epoch that ends training also ends with a last.ckpt (before EMA's on_train_end copies the
+        # average into the model, which would make the saved raw weights the averaged ones).
+        if self.save_last and _training_ends(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-class AtomicCheckpoint(L.Callback):
-    """`last.ckpt` every `every_n_steps` steps and at the end of training; `best.ckpt` whenever the
-    monitored validation metric improves (higher is better)."""
+def _training_ends(trainer: L.Trainer) -> bool:
+    steps_done = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+    epochs = trainer.max_epochs
+    epochs_done = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
+    return bool(steps_done or epochs_done or trainer.should_stop)
 
-    def __init__(self, folder: str | Path, every_n_steps: int, monitor: str = "val/mAP@10"):
-        self.folder = Path(folder)
-        self.every_n_steps = int(every_n_steps)
-        self.monitor = monitor
-        self.best: float | None = None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
-            self.save_last(trainer)
+class EMA(EMAWeightAveraging):
+    """Lightning's EMA, kept on the device the model trains on (its default is the model's device at
+    `setup`, which is still the CPU before the strategy moves the model)."""
 
-    def save_last(self, trainer: L.Trainer) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_save(trainer, self.folder / LAST)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._device is None:
+            self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.save_last(trainer)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            return
-        value = float(value)
-        if self.best is None or value > self.best:
-            self.best = value
-            self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_save(trainer, self.folder / BEST)
-
-    def state_dict(self) -> dict:
-        return {"best": self.best}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict.get("best")
+def checkpoint_callbacks(folder: str | Path, every_n_steps: int, has_val: bool) -> list[ModelCheckpoint]:
+    """`last.ckpt` every `every_n_steps` optimizer steps (and at the end); `best.ckpt` on a new best mAP@10."""
+    callbacks = [AtomicModelCheckpoint(
+        dirpath=str(folder), save_last=True, save_top_k=0, every_n_train_steps=max(int(every_n_steps), 0) or None,
+        enable_version_counter=False,
+    )]
+    if has_val:
+        callbacks.append(AtomicModelCheckpoint(
+            dirpath=str(folder), filename=Path(BEST).stem, monitor=MONITOR, mode="max", save_top_k=1,
+            auto_insert_metric_name=False, enable_version_counter=False,
+        ))
+    return callbacks

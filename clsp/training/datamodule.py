@@ -122,16 +122,18 @@ class CLSPDataModule(L.LightningDataModule):
     def val_dataloader(self):
         if not self.data.get("val"):
             return []
-        return self.eval_loader(self.data["val"])
+        # Each rank reads its share; the module all-gathers the embeddings, so each clip is encoded once.
+        rank, world = self._rank()
+        return self.eval_loader(self.data["val"], rank=rank, world_size=world)
 
-    def eval_loader(self, urls):
-        """Deterministic, unshuffled, whole set on every rank (validation sets are small)."""
+    def eval_loader(self, urls, rank: int = 0, world_size: int = 1):
+        """Deterministic and unshuffled; rank `rank` of `world_size` reads its share (default: all of it)."""
         policy = _VAL_POLICIES.get(self.data.get("val_caption_policy", "short"))
         if policy is None:
             raise ValueError(f"data.val_caption_policy must be one of {list(_VAL_POLICIES)}")
         cfg = loader_config(
-            self.data, self.model_config, seed=self.seed, rank=0, world_size=1, crop="start", shuffle=False,
-            caption_policy=policy, caption_choice="first", hard_negatives=False, epoch_mode=True,
+            self.data, self.model_config, seed=self.seed, rank=rank, world_size=world_size, crop="start", shuffle=False,
+            caption_policy=policy, caption_choice="first", hard_negatives=False, epoch_mode=True, drop_last=False,
             samples_per_epoch=None, batch_size=int(self.data.get("val_batch_size") or self.data.get("batch_size", 32)),
         )
         loader = build_dataloader(urls, tokenizer=self.tokenizer, config=cfg)

@@ -2,6 +2,7 @@
 
 It knows the model only through `embed_audio` / `embed_text` / `scale()` and the losses only
 through `ContrastiveOutputs`, so any tower pair and any loss suite train the same way.
+EMA lives in a callback (`clsp.training.callbacks.EMA`), which swaps the average in for validation.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from clsp.data.batch import Batch
 from clsp.evaluation.metrics import retrieval_metrics
@@ -30,7 +30,6 @@ class CLSPTrainingModule(L.LightningModule):
         optim: Mapping[str, Any],
         *,
         caption_schedule: Mapping[str, Any] | None = None,
-        ema_decay: float | None = None,
         pretrained_prefixes: tuple[str, ...] = (),
         seed: int = 0,
     ):
@@ -43,10 +42,6 @@ class CLSPTrainingModule(L.LightningModule):
         self.schedule = MultiPositiveSchedule(**caption_schedule) if (
             caption_schedule is not None and losses.needs_all_captions
         ) else None
-        self.ema = None
-        if ema_decay:
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema_decay)), use_buffers=True)
-            self.ema.requires_grad_(False)
         # Data-side counters summed over the run (logged, and shown in the progress bar).
         self.skipped: dict[str, int] = {}
         self.truncated = 0
@@ -132,11 +127,18 @@ class CLSPTrainingModule(L.LightningModule):
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # LAION-CLAP clamps the scale to [0, ln 100] after every step.
-        self.model.clamp_logit_scale_()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # LAION-CLAP clamps the scale to [0, ln 100] after every step. Inside the step, so the EMA
+        # update and any checkpoint that follow see the clamped value.
+        scale = self.model.logit_scale
+        if hasattr(scale, "ds_id"):  # DeepSpeed ZeRO-3 keeps the parameter partitioned: gather it to clamp it
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([scale], modifier_rank=0):
+                self.model.clamp_logit_scale_()
+        else:
+            self.model.clamp_logit_scale_()
 
     def on_train_epoch_start(self) -> None:
         # Not called when a run resumes mid-epoch; on_load_checkpoint sets the count then.
@@ -144,22 +146,44 @@ class CLSPTrainingModule(L.LightningModule):
         self._last_time = None
 
     # ------------------------------------------------------------ validation
-    def eval_model(self) -> CLSPModel:
-        """The weights that are validated and exported: the EMA copy when enabled."""
-        return self.ema.module if self.ema is not None else self.model
-
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._val.append(embed_batch(self.eval_model(), batch))
+        # The EMA callback has swapped the average into self.model for validation.
+        self._val.append(embed_batch(self.model, batch))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
-            return
-        metrics = batches_retrieval(self._val)
+        # Each rank embedded its share of the clips; every rank scores the gathered whole, so the
+        # values agree across ranks (no sync needed) and equal a single-process validation.
+        parts = self._gather_validation(self._val)
         self._val.clear()
+        if parts is None:
+            return
+        metrics = batches_retrieval([parts])
         logged = {f"val/{k}": v for k, v in metrics.items()}
-        # Every rank validates the whole (small) validation set, so values agree without syncing.
         self.log_dict(logged)
         self.log("val_mAP@10", logged["val/mAP@10"], prog_bar=True, logger=False)
+
+    def _gather_validation(self, parts: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """All ranks' (audio, text, caption_to_clip), rank-major, with clip indices made global."""
+        dim = self.model.config.head.dim
+        local = _concat(parts, dim)
+        if self.trainer.world_size == 1:
+            return local if len(local[0]) else None
+        audio, text, owner = (x.to(self.device) for x in local)
+        sizes = self.all_gather(torch.tensor([len(audio), len(text)], device=self.device)).cpu()  # [W, 2]
+        if int(sizes[:, 0].sum()) == 0:
+            return None
+        n_audio, n_text = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+        # all_gather needs equal shapes: pad each rank's rows to the longest, then cut the padding off.
+        audio = self.all_gather(_pad_rows(audio, n_audio)).cpu()
+        text = self.all_gather(_pad_rows(text, n_text)).cpu()
+        owner = self.all_gather(_pad_rows(owner, n_text)).cpu()
+        offsets = torch.cumsum(sizes[:, 0], 0) - sizes[:, 0]
+        out_a, out_t, out_o = [], [], []
+        for rank, (na, nt) in enumerate(sizes.tolist()):
+            out_a.append(audio[rank, :na])
+            out_t.append(text[rank, :nt])
+            out_o.append(owner[rank, :nt] + offsets[rank])
+        return torch.cat(out_a), torch.cat(out_t), torch.cat(out_o)
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self):
@@ -231,6 +255,19 @@ def batches_retrieval(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor
     out["mAP@10"] = (out["t2a/mAP@10"] + out["a2t/mAP@10"]) / 2
     out["n_clips"], out["n_captions"] = float(offset), float(sum(len(t) for t in text))
     return out
+
+
+def _concat(parts: list, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """embed_batch outputs joined into one (audio, text, caption_to_clip) with clip indices offset."""
+    if not parts:
+        return torch.zeros(0, dim), torch.zeros(0, dim), torch.zeros(0, dtype=torch.long)
+    offsets = torch.cumsum(torch.tensor([0] + [len(a) for a, _, _ in parts[:-1]]), 0)
+    return (torch.cat([a for a, _, _ in parts]), torch.cat([t for _, t, _ in parts]),
+            torch.cat([c + o for (_, _, c), o in zip(parts, offsets.tolist())]))
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat([x, x.new_zeros((rows - len(x), *x.shape[1:]))])
 
 
 def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

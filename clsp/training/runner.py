@@ -1,7 +1,8 @@
 """Run a composed config: build model, losses, data and trainer; fit; export; evaluate.
 
-Run folder (one per run): `<run.output_dir>/<run.name>/<run id>/` holding config.yaml,
-tokenizer/, checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json.
+Run folder (one per run, shared by all ranks): `<run.output_dir>/<run.name>/<run id>/` holding
+config.yaml, tokenizer/, checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json.
+The run id is rank 0's time stamp, plus the job id under SLURM/LSF (`20260101-120000-job4242`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from clsp.errors import UserError
 from clsp.training.compose import ConfigError
+from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
 
 
-def run_folder(cfg: DictConfig) -> tuple[Path, str | None]:
-    """(run folder, checkpoint to resume from or None)."""
+def run_folder(cfg: DictConfig, launch: Launch) -> tuple[Path, str | None]:
+    """(run folder, checkpoint to resume from or None). Decided on rank 0 (see `launch.once`)."""
     root = Path(cfg.run.output_dir) / str(cfg.run.name)
     resume = cfg.get("resume")
     if resume:
@@ -35,33 +36,24 @@ def run_folder(cfg: DictConfig) -> tuple[Path, str | None]:
         return ckpt.resolve().parent.parent, str(ckpt)
     if cfg.run.get("dir"):
         return Path(cfg.run.dir), None
-    # Every process of a multi-process run must agree on the folder: the first one fixes it in the
-    # environment (inherited by Lightning's launcher), else a scheduler's job id is used.
-    run_id = (os.environ.get("CLSP_RUN_ID") or os.environ.get("SLURM_JOB_ID")
-              or os.environ.get("TORCHELASTIC_RUN_ID", "").replace("none", "") or time.strftime("%Y%m%d-%H%M%S"))
-    os.environ["CLSP_RUN_ID"] = run_id
-    return root / run_id, None
-
-
-def _global_rank_zero() -> bool:
-    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+    # The processes Lightning's launcher starts later inherit rank 0's choice through the environment.
+    name = os.environ.get(RUN_ID_VAR) or (run_id(launch) if launch.is_rank_zero else None)
+    if name is None:
+        raise ConfigError(f"rank {launch.node_rank}/{launch.local_rank} cannot tell which run folder rank 0 uses: "
+                          "set run.dir, or start the processes with torchrun, srun, LSF or MPI")
+    os.environ[RUN_ID_VAR] = name
+    return root / name, None
 
 
 def prepare_data(cfg: DictConfig) -> None:
-    """Build the demo corpus when the recipe asks for it, then check every shard path exists."""
+    """Build the demo corpus when the recipe asks for it, then check every shard path exists (rank 0)."""
     data = cfg.data
     if data.get("demo") is not None:
         from clsp.data.demo import build_demo
 
         demo = data.demo
-        marker = Path(demo.root) / "demo.json"
-        if _global_rank_zero():
-            build_demo(demo.root, seed=int(demo.seed), n_train=int(demo.n_train), n_val=int(demo.n_val),
-                       n_test=int(demo.n_test), sample_rate=int(cfg.model.audio.sample_rate))
-        else:
-            deadline = time.time() + 600
-            while not marker.exists() and time.time() < deadline:
-                time.sleep(1)
+        build_demo(demo.root, seed=int(demo.seed), n_train=int(demo.n_train), n_val=int(demo.n_val),
+                   n_test=int(demo.n_test), sample_rate=int(cfg.model.audio.sample_rate))
     from clsp.data.reader import parse_sources
 
     for split in ("train", "val", "test"):
@@ -116,17 +108,20 @@ def _loggers(cfg: DictConfig, folder: Path) -> list:
 def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
     import lightning as L
 
-    from clsp.training.callbacks import AtomicCheckpoint
+    from clsp.training.callbacks import EMA, checkpoint_callbacks
 
     t = cfg.trainer
+    callbacks: list = checkpoint_callbacks(folder / "checkpoints", int(t.checkpoint_every_n_steps), has_val)
+    if t.ema_decay:
+        callbacks.append(EMA(decay=float(t.ema_decay)))
     kwargs: dict[str, Any] = dict(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_steps=int(t.max_steps) if t.max_steps is not None else -1,
         max_epochs=t.max_epochs, log_every_n_steps=int(t.log_every_n_steps),
         gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=int(t.accumulate_grad_batches),
-        enable_progress_bar=bool(t.progress_bar), enable_checkpointing=False, num_sanity_val_steps=0,
+        enable_progress_bar=bool(t.progress_bar), num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=str(folder), logger=_loggers(cfg, folder),
-        callbacks=[AtomicCheckpoint(folder / "checkpoints", int(t.checkpoint_every_n_steps))],
+        callbacks=callbacks,
     )
     if has_val:
         kwargs.update(val_check_interval=t.val_check_interval, check_val_every_n_epoch=t.check_val_every_n_epoch)
@@ -139,7 +134,7 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """The whole run. Returns the final results (test retrieval metrics and paths)."""
+    """The whole run. Returns the final results (test retrieval metrics and paths) on rank 0, {} elsewhere."""
     import warnings
 
     import lightning as L
@@ -153,18 +148,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from clsp.training.datamodule import CLSPDataModule
     from clsp.training.module import CLSPTrainingModule
 
-    folder, resume_ckpt = run_folder(cfg)
+    if cfg.trainer.ema_decay and "deepspeed" in str(cfg.trainer.strategy):
+        # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
+        raise ConfigError("trainer.ema_decay does not work with DeepSpeed strategies; use trainer=gpu (DDP)")
     try:
         losses = build_losses(OmegaConf.to_container(cfg.loss, resolve=True))
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
-    prepare_data(cfg)
+    launch = detect()
+    start_process_group(launch, str(cfg.trainer.accelerator))
+
+    def resolve_and_prepare() -> tuple[Path, str | None]:
+        where = run_folder(cfg, launch)
+        prepare_data(cfg)
+        return where
+
+    # Rank 0 picks the folder and builds the data while the others wait; they get its answer.
+    folder, resume_ckpt = once(launch, resolve_and_prepare, fallback=lambda: run_folder(cfg, launch))
     L.seed_everything(int(cfg.run.seed), workers=True, verbose=False)
     model, prefixes = build_model(cfg)
-    if _global_rank_zero():
+
+    def write_run_files() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         _write_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
+
+    once(launch, write_run_files, fallback=lambda: None)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = CLSPDataModule(
         data_cfg, model.config, model.tokenizer, seed=int(cfg.run.seed), hard_negatives=losses.needs_negatives,
@@ -172,8 +181,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     module = CLSPTrainingModule(
         model, losses, OmegaConf.to_container(cfg.optim, resolve=True),
-        caption_schedule=OmegaConf.to_container(cfg.caption_schedule), ema_decay=cfg.trainer.ema_decay,
-        pretrained_prefixes=prefixes, seed=int(cfg.run.seed),
+        caption_schedule=OmegaConf.to_container(cfg.caption_schedule), pretrained_prefixes=prefixes,
+        seed=int(cfg.run.seed),
     )
     if cfg.trainer.compile:
         module.model.audio.compile()
@@ -182,27 +191,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    return finish(cfg, folder, module, datamodule)
+    return finish(cfg, folder, module, datamodule, trainer.strategy.root_device)
 
 
-def finish(cfg: DictConfig, folder: Path, module, datamodule) -> dict[str, Any]:
-    """Export the best (else final) weights to <run>/model and evaluate them on data.test."""
-    from clsp.training.callbacks import BEST
+def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[str, Any]:
+    """Export the best (else the last) checkpoint's weights to <run>/model; evaluate that folder on
+    data.test on the training device. Reading the checkpoint, not the live module, covers DeepSpeed
+    (sharded weights, merged by the conversion) and EMA (the average) the same way."""
+    import torch
+
+    from clsp.model import CLSPModel
+    from clsp.training.callbacks import BEST, LAST
     from clsp.training.checkpoint import model_from_checkpoint
     from clsp.training.module import batches_retrieval, embed_batch
 
-    best = folder / "checkpoints" / BEST
-    model = model_from_checkpoint(best) if best.exists() else module.eval_model().eval()
+    checkpoints = folder / "checkpoints"
+    source = next((p for p in (checkpoints / BEST, checkpoints / LAST) if p.exists()), None)
+    model = model_from_checkpoint(source) if source is not None else module.model.eval()
     model.save_pretrained(folder / "model")
-    results: dict[str, Any] = {"model": str(folder / "model"), "weights": "best" if best.exists() else "final",
+    weights = {BEST: "best", LAST: "final"}.get(source.name if source else "", "final")
+    results: dict[str, Any] = {"model": str(folder / "model"), "weights": weights,
                                "skipped": module.skipped, "truncated": module.truncated}
     test = cfg.data.get("test")
     if test and cfg.run.get("final_eval", True):
-        model = model.cpu() if cfg.trainer.accelerator == "cpu" else model
+        model = CLSPModel.from_pretrained(folder / "model").to(torch.device(device)).eval()
         parts = [embed_batch(model, batch.to(model.device)) for batch in datamodule.eval_loader(test)]
         metrics = batches_retrieval(parts)
         results["test"] = metrics
         results["chance"] = chance_levels(int(metrics["n_clips"]), int(metrics["n_captions"]))
+        results["device"] = str(model.device)
     _write_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
 

@@ -40,3 +40,16 @@ def test_resume_skips_trained_batches(tmp_path):
     dm.resume_at(epoch=0, batches=2)
     resumed = [b.keys for b in dm.train_dataloader()]
     assert resumed == full[2:]
+
+
+def test_validation_is_split_across_ranks(tmp_path):
+    build_demo(tmp_path, n_train=4, n_val=10, n_test=2, samples_per_shard=10)
+    keys = []
+    for rank in range(2):
+        dm = _module(tmp_path, rank, 2)
+        dm.data["val"] = str(tmp_path / "val")
+        keys.append([k for batch in dm.val_dataloader() for k in batch.keys])
+    assert len(keys[0]) == len(keys[1]) == 5 and not set(keys[0]) & set(keys[1])
+    whole = _module(tmp_path, 0, 1)
+    whole.data["val"] = str(tmp_path / "val")
+    assert sorted(keys[0] + keys[1]) == sorted(k for batch in whole.val_dataloader() for k in batch.keys)

@@ -1,24 +1,100 @@
-"""The demo recipe on 2 CPU processes (DDP over gloo), launched the way users launch it."""
+"""The demo recipe on 2 CPU processes (DDP over gloo), started the three ways users start it:
+Lightning's own launcher, torchrun, and SLURM (two tasks with the variables srun sets, no RANK)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+# Variables a launcher sets; the test's own environment must not leak them into the runs.
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+                  "CLSP_RUN_ID")
 
 
-def test_demo_ddp_two_processes(demo, tmp_path):
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in _LAUNCHER_VARS and not k.startswith(("SLURM_", "TORCHELASTIC_", "LSB_", "OMPI_", "PMI_"))}
+    return env | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _args(demo: list[str]) -> list[str]:
+    # 96 clips over 2 ranks = 3 batches of 16 per rank per epoch: one validation (after step 3) in 4 steps.
     overrides = [o for o in demo if not o.startswith("trainer.max_steps")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("CLSP_RUN_ID", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "clsp.train", "recipe=demo", *overrides, "trainer.devices=2", "trainer.strategy=ddp",
-         "trainer.max_steps=4"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ["-m", "clsp.train", "recipe=demo", *overrides, "trainer.devices=2", "trainer.strategy=ddp",
+            "trainer.max_steps=4"]
+
+
+def _check_run(tmp_path: Path) -> Path:
     (run,) = (tmp_path / "runs" / "demo").iterdir()  # both ranks agreed on one run folder
     results = json.loads((run / "results.json").read_text())
-    assert results["test"]["n_clips"] == 32
-    assert (run / "checkpoints" / "last.ckpt").exists() and (run / "model" / "model.safetensors").exists()
+    assert results["test"]["n_clips"] == 32 and results["device"] == "cpu"
+    for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model/model.safetensors", "config.yaml"):
+        assert (run / name).exists(), name
+    assert not list(run.rglob(".*.tmp"))
+    return run
+
+
+def test_lightning_launcher(demo, tmp_path):
+    proc = subprocess.run([sys.executable, *_args(demo)], env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_run(tmp_path)
+
+
+def test_torchrun_and_sharded_validation(demo, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           *_args(demo)], env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = _check_run(tmp_path)
+    # The validation the two ranks shared (each embedded half the clips) equals a single-process one.
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/mAP@10")]
+    assert len(rows) == 1
+    single = _single_process_validation(run)
+    assert single["n_clips"] == 32
+    for key, value in single.items():
+        assert abs(float(rows[0][f"val/{key}"]) - value) <= 1e-5, key
+
+
+def _single_process_validation(run: Path) -> dict[str, float]:
+    from clsp.training.checkpoint import model_from_checkpoint
+    from clsp.training.datamodule import CLSPDataModule
+    from clsp.training.module import batches_retrieval, embed_batch
+
+    model = model_from_checkpoint(run / "checkpoints" / "best.ckpt")
+    data = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").data, resolve=True)
+    datamodule = CLSPDataModule(data, model.config, model.tokenizer)
+    with torch.no_grad():
+        parts = [embed_batch(model, batch) for batch in datamodule.eval_loader(data["val"])]
+    return batches_retrieval(parts)
+
+
+@pytest.mark.parametrize("job_name", ["clsp-test"])
+def test_slurm_tasks_started_by_hand(demo, tmp_path, job_name):
+    port = _free_port()
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": job_name, "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+             "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [subprocess.Popen([sys.executable, *_args(demo)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=_env() | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
+             for i in range(2)]
+    try:
+        errors = [p.communicate(timeout=600)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    run = _check_run(tmp_path)
+    assert run.name.endswith("-job4242")

@@ -79,6 +79,7 @@ def test_export_round_trip(demo, tmp_path):
         (["recipe=demo", "loss.global.weight=nan"], "finite"),
         (["recipe=fusionaudio", "trainer=cpu", "model.audio.pretrained=/x", "data.train=/no/such/shards-{000..003}.tar"], "data.train"),
         (["recipe=demo", "notakeyvalue"], "key=value"),
+        (["recipe=demo", "trainer=deepspeed2", "trainer.ema_decay=0.99"], "ema_decay"),
     ],
 )
 def test_config_errors_are_one_line(overrides, message, capsys, tmp_path):
@@ -118,13 +119,18 @@ def test_ema_and_tensorboard(demo, tmp_path):
                        "run.final_eval=false"]) == 0
     run = _run_dir(tmp_path, "demo")
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
-    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
-    assert any(k.startswith("ema.module.") for k in state)
+    # Lightning's WeightAveraging layout: the average in state_dict, the raw weights beside it.
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 6 and ckpt["averaging_state"]["n_averaged"] == 6
     ema = model_from_checkpoint(run / "checkpoints" / "last.ckpt")
     raw = model_from_checkpoint(run / "checkpoints" / "last.ckpt", use_ema=False)
     key = "audio_head.0.weight"
-    torch.testing.assert_close(ema.state_dict()[key], state[f"ema.module.{key}"])
+    torch.testing.assert_close(ema.state_dict()[key], ckpt["state_dict"][f"model.{key}"], atol=0, rtol=0)
+    torch.testing.assert_close(raw.state_dict()[key], ckpt["current_model_state"][f"model.{key}"], atol=0, rtol=0)
     assert not torch.equal(ema.state_dict()[key], raw.state_dict()[key])
+    # The exported model is the average.
+    exported = CLSPModel.from_pretrained(run / "model")
+    torch.testing.assert_close(exported.state_dict()[key], ema.state_dict()[key], atol=0, rtol=0)
 
 
 def test_param_groups_skip_decay_on_biases_norms_and_scales():

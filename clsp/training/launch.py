@@ -1,0 +1,142 @@
+"""Who this process is in a multi-process run, and how the processes agree before training.
+
+Rank, world size and node come from Lightning's cluster environments (torchrun, SLURM, LSF,
+MPI, else Lightning's own launcher), detected in the order the Trainer detects them, so the run
+folder and the rank-zero work are decided with the same answer the Trainer will reach.
+
+Some work must happen once, before `trainer.fit` exists to coordinate it: building the demo
+corpus, picking the run folder, writing config.yaml and the tokenizer. Under an external
+launcher (torchrun, srun, ...) every process is already running, so the process group is
+started here, early, with the address Lightning would use (Lightning then finds it started and
+reuses it); rank 0 does the work and the others wait on a broadcast, which is also a barrier.
+Under Lightning's own launcher the other processes do not exist yet: rank 0 does the work
+before `fit` starts them, and they inherit the run id through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import (
+    ClusterEnvironment,
+    LightningEnvironment,
+    LSFEnvironment,
+    MPIEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+
+from clsp.errors import UserError
+from clsp.training.compose import ConfigError
+
+T = TypeVar("T")
+
+# Set by the first process so that the processes Lightning's launcher starts use the same run folder.
+RUN_ID_VAR = "CLSP_RUN_ID"
+# Errors rank 0 hands to every rank (one line each); anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, ConfigError)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """This process's place in the run."""
+
+    environment: ClusterEnvironment
+    global_rank: int
+    world_size: int  # processes started outside Lightning (1 under Lightning's own launcher)
+    node_rank: int
+    local_rank: int
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.global_rank == 0
+
+    @property
+    def external(self) -> bool:
+        """True when a launcher outside Lightning started all processes (they run side by side now)."""
+        return self.world_size > 1
+
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler's job id (SLURM, LSF), which names the run folder."""
+        if isinstance(self.environment, SLURMEnvironment):
+            return os.environ.get("SLURM_JOB_ID")
+        if isinstance(self.environment, LSFEnvironment):
+            return os.environ.get("LSB_JOBID")
+        return None
+
+
+def detect_environment() -> ClusterEnvironment:
+    """The cluster environment Lightning's Trainer would pick (same classes, same order)."""
+    for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment):
+        if env_type.detect():
+            return env_type()
+    return LightningEnvironment()
+
+
+def detect() -> Launch:
+    env = detect_environment()
+    if isinstance(env, LightningEnvironment):
+        # Lightning's launcher gives its children LOCAL_RANK and NODE_RANK; the first process has neither.
+        rank = 0 if env.node_rank() == 0 and env.local_rank() == 0 else -1
+        return Launch(env, rank, 1, env.node_rank(), env.local_rank())
+    return Launch(env, env.global_rank(), env.world_size(), env.node_rank(), env.local_rank())
+
+
+def start_process_group(launch: Launch, accelerator: str) -> None:
+    """Start torch.distributed for externally launched processes, at the address Lightning would use."""
+    if not launch.external or dist.is_initialized():
+        return
+    env = launch.environment
+    cuda = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(launch.local_rank)
+    os.environ["MASTER_ADDR"] = env.main_address
+    os.environ["MASTER_PORT"] = str(env.main_port)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=launch.global_rank, world_size=launch.world_size)
+
+
+def run_id(launch: Launch) -> str:
+    """The run folder's name: a time stamp, plus the scheduler's job id when there is one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    job = launch.job_id
+    return f"{stamp}-job{job}" if job else stamp
+
+
+def once(launch: Launch, work: Callable[[], T], *, fallback: Callable[[], T] | None = None) -> T:
+    """Run `work` on rank 0 only and give its result (or its user error) to every process.
+
+    Other processes wait until rank 0 is done. A user error (`UserError`, `ConfigError`) raised by rank 0 is raised on every
+    rank, so a bad setting stops all of them with the same line instead of leaving them waiting.
+    Processes started later by Lightning's launcher call `fallback` (rank 0 has finished by then).
+    """
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box: list[Any] = [None]
+        if dist.get_rank() == 0:
+            try:
+                box[0] = ("ok", work())
+            except USER_ERRORS as exc:
+                box[0] = ("error", (type(exc), exc.args))
+                dist.broadcast_object_list(box, src=0)
+                raise
+            except BaseException as exc:  # a bug: rank 0 keeps its traceback, the others must not wait forever
+                box[0] = ("crash", f"{type(exc).__name__}: {exc}")
+                dist.broadcast_object_list(box, src=0)
+                raise
+        dist.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            cls, args = value
+            raise cls(*args)
+        if kind == "crash":
+            raise RuntimeError(f"rank 0 failed before training: {value}")
+        return value
+    if launch.is_rank_zero or fallback is None:
+        return work()
+    return fallback()
