@@ -33,7 +33,7 @@ from clsp.errors import ArgumentParser, DataFailure, UserError, entry_point
 ENTRY = {"train": clsp.train.main, "eval": clsp.eval.main, "shards": clsp.shards.main, "export": clsp.export.main,
          "convert": clsp.convert.__main__.main}
 # The tiny recipe most train rows start from; nothing is written under {o}.
-FAST = ["recipe=fusionaudio", "model=tiny_whisper", "trainer=cpu", "data.train={d}/good", "data.num_workers=0",
+FAST = ["recipe=fusionaudio", "model=tiny_whisper", "model.audio.pretrained=null", "trainer=cpu", "data.train={d}/good", "data.num_workers=0",
         "run.output_dir={o}"]
 
 
@@ -61,14 +61,14 @@ ROWS = [
         ("data.train", "none-0.tar")),
     Row("train-text-hub-id", "train", [*FAST, "model.text.pretrained=no-such-org/no-such-model"], 2,
         ("model.text.pretrained='no-such-org/no-such-model'",)),
-    Row("train-audio-hub-id", "train", [*FAST, "+model.audio.pretrained=no-such-org/whisper-x"], 2,
+    Row("train-audio-hub-id", "train", [*FAST, "model.audio.pretrained=no-such-org/whisper-x"], 2,
         ("model.audio.pretrained='no-such-org/whisper-x'",)),
-    Row("train-audio-folder", "train", [*FAST, "+model.audio.pretrained={d}"], 2, ("model.audio.pretrained=", "folder")),
+    Row("train-audio-folder", "train", [*FAST, "model.audio.pretrained={d}"], 2, ("model.audio.pretrained=", "folder")),
     Row("train-misspelt-key", "train", [*FAST, "model.audio.pretrianed=x"], 2,
         ("model.audio.pretrianed", "+model.audio.pretrianed=x")),
     Row("train-unknown-choice", "train", [*FAST, "model=nope"], 2, ("model/nope", "tiny_whisper")),
     Row("train-unparsable", "train", [*FAST, "optim.betas=[0.9,"], 2, ("[0.9,",)),
-    Row("train-gpu-without-gpu", "train", [*FAST[:2], "trainer=gpu", *FAST[3:]], 2, ("trainer.accelerator=gpu",),
+    Row("train-gpu-without-gpu", "train", [*FAST[:3], "trainer=gpu", *FAST[4:]], 2, ("trainer.accelerator=gpu",),
         needs_no_gpu=True),
     Row("train-init-from-missing", "train", [*FAST, "run.init_from={d}/no_model"], 2, ("run.init_from=", "no_model")),
     Row("train-init-from-garbage", "train", [*FAST, "run.init_from={d}/garbage.ckpt"], 2,

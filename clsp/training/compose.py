@@ -207,7 +207,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
         GlobalHydra.instance().clear()
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"required setting(s) not given: {', '.join(missing)}", "e.g. data.train=/path/to/shards")
+        raise ConfigError(f"required setting(s) not given: {', '.join(missing)}",
+                          "add them as overrides, e.g. " + " ".join(f"{k}=..." for k in missing))
     check_values(cfg)
     return cfg
 
