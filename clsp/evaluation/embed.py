@@ -153,7 +153,7 @@ def encode_clips(
 
     A list is batched by duration and restored to its order; any other iterable (a shard
     stream) is consumed batch by batch, so memory holds one batch of audio at a time.
-    With `desc`, a progress bar on stderr shows clips/s.
+    With `desc`, a progress bar on stderr (a terminal) shows clips/s.
     """
     from tqdm import tqdm
 
@@ -167,7 +167,8 @@ def encode_clips(
     parts: list[torch.Tensor] = []
     batch: list[Clip] = []
     bar = tqdm(total=len(order) if order is not None else None, desc=desc, unit="clip", file=sys.stderr,
-               disable=desc is None, mininterval=1.0, dynamic_ncols=True)
+               disable=desc is None or not sys.stderr.isatty(),  # no bar lines in logs and pipes
+               mininterval=1.0, dynamic_ncols=True)
     with bar:
         for clip in stream:
             batch.append(clip)

@@ -161,6 +161,11 @@ def check_values(cfg: DictConfig, checks: dict[str, Check] = CHECKS) -> None:
         # (Lightning reads val_check_interval=2000 as batches, 2000.0 as a fraction).
         if (isinstance(value, str) and fixed != value) or (check.kind is int and type(value) is float):
             OmegaConf.update(cfg, key, fixed, merge=False, force_add=True)
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("ema_decay") and "deepspeed" in str(trainer.get("strategy")):
+        # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
+        raise ConfigError("trainer.ema_decay does not work with DeepSpeed strategies",
+                          "use trainer=gpu (DDP) for EMA, or trainer.ema_decay=null")
 
 
 def available_recipes() -> list[str]:

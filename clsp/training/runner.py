@@ -148,9 +148,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from clsp.training.datamodule import CLSPDataModule
     from clsp.training.module import CLSPTrainingModule
 
-    if cfg.trainer.ema_decay and "deepspeed" in str(cfg.trainer.strategy):
-        # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
-        raise ConfigError("trainer.ema_decay does not work with DeepSpeed strategies; use trainer=gpu (DDP)")
     try:
         losses = build_losses(OmegaConf.to_container(cfg.loss, resolve=True))
     except ValueError as exc:
