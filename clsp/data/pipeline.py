@@ -174,6 +174,7 @@ def collate(
     tok = tokenize(tokenizer, texts + neg_texts, max_text_length)
     ids, mask = tok.input_ids, tok.attention_mask
     truncated = int(tok.cut[:n_caps].sum())  # captions only: negatives are flipped copies of them
+    token_lengths = mask.sum(1).tolist()
 
     batch = Batch(
         audio=audio,
@@ -187,11 +188,14 @@ def collate(
         texts=texts,
         truncated=truncated,
         skipped=dict(skipped or {}),
+        caption_lengths=token_lengths[:n_caps],
+        padding_efficiency=float(lengths.sum()) / max(audio.numel(), 1),
     )
     if negatives is not None:
         batch.negative_input_ids = ids[n_caps:]
         batch.negative_attention_mask = mask[n_caps:]
         batch.has_negative = torch.tensor([neg is not None for neg in negatives], dtype=torch.bool)
+        batch.negative_lengths = token_lengths[n_caps:]
     return batch
 
 
