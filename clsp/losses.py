@@ -436,13 +436,18 @@ class _LateInteraction(torch.autograd.Function):
             # each (clip, caption, frame) to its best token; padded rows carry weight 0.
             w_frame = (g_t2a[rows, :, None] * t_weight[None]).to(dtype)  # [c, B, Tt]
             w_token = (g_a2t[rows, :, None] * a_weight[rows, None]).to(dtype)  # [c, B, Ta]
-            grad_sim = torch.zeros((*frame_idx.shape[:2], a.shape[1], t.shape[1]), dtype=dtype, device=a.device)
-            grad_sim.scatter_add_(2, frame_idx.unsqueeze(2), w_frame.unsqueeze(2))
-            grad_sim.scatter_add_(3, token_idx.unsqueeze(3), w_token.unsqueeze(3))
+            # d loss / d sim laid out [c, Ta, B, Tt]: both products below are then plain matrix products
+            # on views (no permuted copies of this, the largest tensor), and grad_t accumulates in place.
+            c, ta = a_c.shape[:2]
+            b, tt, d = t.shape
+            grad_sim = torch.zeros((c, ta, b, tt), dtype=dtype, device=a.device)
+            grad_sim.scatter_add_(1, frame_idx.unsqueeze(1), w_frame.unsqueeze(1))
+            grad_sim.scatter_add_(3, token_idx.transpose(1, 2).unsqueeze(3), w_token.transpose(1, 2).unsqueeze(3))
+            g = grad_sim.view(c * ta, b * tt)
             if grad_a is not None:
-                grad_a[rows] = torch.einsum("ijft,jtd->ifd", grad_sim, t)
+                grad_a[rows] = (g @ t.reshape(b * tt, d)).view(c, ta, d)
             if grad_t is not None:
-                grad_t += torch.einsum("ijft,ifd->jtd", grad_sim, a_c)
+                grad_t.view(b * tt, d).addmm_(g.T, a_c.reshape(c * ta, d))
         return grad_a, None, grad_t, None, None
 
 

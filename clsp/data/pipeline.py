@@ -47,7 +47,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -331,39 +331,6 @@ class ShardDataset(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _bucketed(self, stream: Iterator[dict], rng: random.Random) -> Iterator[list[dict]]:
-        """Groups of raw samples of similar duration, one batch each (see the module doc)."""
-        cfg = self.config
-        size = max(cfg.shuffle_buffer, 2 * cfg.batch_size)
-        seconds: list[float] = []  # sorted; items[i] has duration seconds[i]
-        items: list[dict] = []
-
-        def take(piece: tuple[int, int]) -> list[dict]:
-            start, end = piece
-            group = items[start:end]
-            del items[start:end], seconds[start:end]
-            return group
-
-        for raw in stream:
-            d = probe_seconds(raw, cfg.max_seconds)
-            i = bisect.bisect_right(seconds, d)  # after equal durations: arrival order breaks ties
-            seconds.insert(i, d)
-            items.insert(i, raw)
-            if len(items) >= size:
-                # Every piece but the last is complete (the last may still grow with new arrivals).
-                pieces = _pieces(seconds, cfg.batch_size, cfg.max_batch_seconds)[:-1]
-                yield take(pieces[rng.randrange(len(pieces))] if cfg.shuffle else pieces[0])
-        if not items:
-            return
-        pieces = _pieces(seconds, cfg.batch_size, cfg.max_batch_seconds)
-        last = pieces.pop()
-        if cfg.shuffle:
-            rng.shuffle(pieces)
-        groups = [items[a:b] for a, b in pieces]
-        if cfg.max_batch_seconds is not None or not cfg.drop_last or last[1] - last[0] == cfg.batch_size:
-            groups.append(items[last[0]:last[1]])  # the one short batch, as without bucketing, comes last
-        yield from groups
-
     def __iter__(self) -> Iterator[Batch]:
         if self.config.bucketing:
             yield from self._iter_bucketed()
@@ -404,7 +371,12 @@ class ShardDataset(IterableDataset):
         # Resampled mode: a fixed number of batches per reader, whatever each holds, so ranks stay even.
         limit = None if cfg.epoch_mode else self._samples_per_reader(readers) // cfg.batch_size
         produced = 0
-        for group in self._bucketed(self._raw_stream(reader, readers, counter, rng), rng):
+        groups = bucket_batches(
+            self._raw_stream(reader, readers, counter, rng), lambda raw: probe_seconds(raw, cfg.max_seconds), rng,
+            batch_size=cfg.batch_size, buffer_size=cfg.shuffle_buffer, max_batch_seconds=cfg.max_batch_seconds,
+            shuffle=cfg.shuffle, drop_last=cfg.drop_last,
+        )
+        for group in groups:
             samples, chosen, negatives = [], [], []
             for raw in group:
                 self._prepare(raw, counter, rng, flip, samples, chosen, negatives)
@@ -445,6 +417,49 @@ class ShardDataset(IterableDataset):
             negatives=negatives,
             skipped=counter.drain(),
         )
+
+
+def bucket_batches(
+    items: Iterator[Any],
+    seconds_of: Callable[[Any], float],
+    rng: random.Random,
+    *,
+    batch_size: int,
+    buffer_size: int,
+    max_batch_seconds: float | None = None,
+    shuffle: bool = True,
+    drop_last: bool = False,
+) -> Iterator[list[Any]]:
+    """Groups of items of similar duration, one batch each, from a buffer kept sorted by duration.
+
+    While streaming, once the buffer holds `buffer_size` items (at least two batches), one of its
+    complete batches is taken at random (the first when not shuffling); at the end the rest follow
+    in random order, the one short batch last (dropped with drop_last, unless a budget is set).
+    """
+    size = max(buffer_size, 2 * batch_size)
+    seconds: list[float] = []  # sorted; items held[i] has duration seconds[i]
+    held: list[Any] = []
+    for item in items:
+        d = seconds_of(item)
+        i = bisect.bisect_right(seconds, d)  # after equal durations: arrival order breaks ties
+        seconds.insert(i, d)
+        held.insert(i, item)
+        if len(held) >= size:
+            # Every piece but the last is complete (the last may still grow with new arrivals).
+            pieces = _pieces(seconds, batch_size, max_batch_seconds)[:-1]
+            start, end = pieces[rng.randrange(len(pieces))] if shuffle else pieces[0]
+            group = held[start:end]
+            del held[start:end], seconds[start:end]
+            yield group
+    if not held:
+        return
+    pieces = _pieces(seconds, batch_size, max_batch_seconds)
+    last = pieces.pop()
+    if shuffle:
+        rng.shuffle(pieces)
+    yield from (held[a:b] for a, b in pieces)
+    if max_batch_seconds is not None or not drop_last or last[1] - last[0] == batch_size:
+        yield held[last[0]:last[1]]
 
 
 def _pieces(seconds: Sequence[float], max_clips: int, budget: float | None) -> list[tuple[int, int]]:
