@@ -16,10 +16,20 @@ gather (GlobalInfoNCE, SigLIPLoss, MultiPositiveInfoNCE) use an all-gather whose
 
 Batch sizes may differ across ranks (a short last batch): tensors are padded to the
 largest size for the collective and trimmed after it.
+
+Precision. Every loss computes its logits, log-softmax and log-sigmoid in float32 whatever the
+autocast state: bf16/fp16 inputs are upcast and autocast is off inside ``forward`` (the B x B
+work is small beside the towers, and bf16 logits put the loss ~1 % off). float64 inputs stay float64.
+
+Host syncs. Nothing in a loss reads a device tensor on the host, except value checks that run only
+when ``clsp.checks.enabled()`` (off in the training step) and the per-rank size exchange when
+several processes gather.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import math
 import numbers
@@ -32,6 +42,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from clsp import checks
 
 __all__ = [
     "ContrastiveOutputs",
@@ -67,6 +79,32 @@ class ContrastiveOutputs:
     @property
     def batch_size(self) -> int:
         return int(self.audio.shape[0])
+
+
+# ----------------------------------------------------------------------------- precision
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _upcast(out: ContrastiveOutputs) -> ContrastiveOutputs:
+    """`out` with its bf16/fp16 tensors as float32 (float32 and float64 ones unchanged)."""
+    changes = {}
+    for f in dataclasses.fields(out):
+        value = getattr(out, f.name)
+        if isinstance(value, Tensor) and value.dtype in _LOW_PRECISION:
+            changes[f.name] = value.float()
+    return dataclasses.replace(out, **changes) if changes else out
+
+
+def _float32(forward):
+    """Run a loss's forward in at least float32 with autocast off (see the module docstring)."""
+
+    @functools.wraps(forward)
+    def wrapper(self, out: ContrastiveOutputs) -> Tensor:
+        with torch.autocast(device_type=out.audio.device.type, enabled=False):
+            return forward(self, _upcast(out))
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- distributed helpers
@@ -199,6 +237,7 @@ class GlobalInfoNCE(_Objective):
         self.local_loss = bool(local_loss)
         self._labels = _LabelCache()
 
+    @_float32
     def forward(self, out: ContrastiveOutputs) -> Tensor:
         b, _ = _check_embeddings(out, "GlobalInfoNCE")
         audio, text, scale = out.audio, out.text[:b], out.logit_scale
@@ -238,6 +277,7 @@ class SigLIPLoss(_Objective):
         super().__init__()
         self.gather = bool(gather)
 
+    @_float32
     def forward(self, out: ContrastiveOutputs) -> Tensor:
         b, _ = _check_embeddings(out, "SigLIPLoss")
         if out.logit_bias is None:
@@ -271,6 +311,7 @@ class MultiPositiveInfoNCE(_Objective):
         super().__init__()
         self.gather = bool(gather)
 
+    @_float32
     def forward(self, out: ContrastiveOutputs) -> Tensor:
         b, c = _check_embeddings(out, "MultiPositiveInfoNCE")
         audio, text, owner = out.audio, out.text, out.caption_to_clip
@@ -279,7 +320,7 @@ class MultiPositiveInfoNCE(_Objective):
                 f"MultiPositiveInfoNCE: caption_to_clip must be int [C={c}], got {owner.dtype} {tuple(owner.shape)}"
             )
         owner = owner.long()
-        if c and bool(((owner < 0) | (owner >= b)).any()):
+        if checks.enabled() and c and bool(((owner < 0) | (owner >= b)).any()):
             raise ValueError(f"MultiPositiveInfoNCE: caption_to_clip values must lie in [0, {b})")
         world, rank = _world()
         if self.gather and world > 1:
@@ -395,13 +436,18 @@ class _LateInteraction(torch.autograd.Function):
             # each (clip, caption, frame) to its best token; padded rows carry weight 0.
             w_frame = (g_t2a[rows, :, None] * t_weight[None]).to(dtype)  # [c, B, Tt]
             w_token = (g_a2t[rows, :, None] * a_weight[rows, None]).to(dtype)  # [c, B, Ta]
-            grad_sim = torch.zeros((*frame_idx.shape[:2], a.shape[1], t.shape[1]), dtype=dtype, device=a.device)
-            grad_sim.scatter_add_(2, frame_idx.unsqueeze(2), w_frame.unsqueeze(2))
-            grad_sim.scatter_add_(3, token_idx.unsqueeze(3), w_token.unsqueeze(3))
+            # d loss / d sim laid out [c, Ta, B, Tt]: both products below are then plain matrix products
+            # on views (no permuted copies of this, the largest tensor), and grad_t accumulates in place.
+            c, ta = a_c.shape[:2]
+            b, tt, d = t.shape
+            grad_sim = torch.zeros((c, ta, b, tt), dtype=dtype, device=a.device)
+            grad_sim.scatter_add_(1, frame_idx.unsqueeze(1), w_frame.unsqueeze(1))
+            grad_sim.scatter_add_(3, token_idx.transpose(1, 2).unsqueeze(3), w_token.transpose(1, 2).unsqueeze(3))
+            g = grad_sim.view(c * ta, b * tt)
             if grad_a is not None:
-                grad_a[rows] = torch.einsum("ijft,jtd->ifd", grad_sim, t)
+                grad_a[rows] = (g @ t.reshape(b * tt, d)).view(c, ta, d)
             if grad_t is not None:
-                grad_t += torch.einsum("ijft,ifd->jtd", grad_sim, a_c)
+                grad_t.view(b * tt, d).addmm_(g.T, a_c.reshape(c * ta, d))
         return grad_a, None, grad_t, None, None
 
 
@@ -443,7 +489,7 @@ class TokenInfoNCE(_Objective):
                 f"got {tuple(am.shape)} and {tuple(tm.shape)}"
             )
         am, tm = am.bool(), tm.bool()
-        if not bool(am.any(1).all()) or not bool(tm.any(1).all()):
+        if checks.enabled() and (not bool(am.any(1).all()) or not bool(tm.any(1).all())):
             raise ValueError("TokenInfoNCE: every clip needs >= 1 valid frame and every caption >= 1 valid token")
         # Zero the padding so its values (even inf/nan) reach neither the scores nor the gradients.
         return torch.where(am[..., None], a, 0), am, torch.where(tm[..., None], t, 0), tm
@@ -453,6 +499,7 @@ class TokenInfoNCE(_Objective):
         a, am, t, tm = self._inputs(out)
         return _LateInteraction.apply(a, am, t, tm, self.chunk_size)
 
+    @_float32
     def forward(self, out: ContrastiveOutputs) -> Tensor:
         s_t2a, s_a2t = self.similarities(out)
         labels = self._labels.get(s_t2a.device, s_t2a.shape[0])
@@ -472,6 +519,7 @@ class HardNegativeLoss(_Objective):
     requires = ("negative_text",)
     needs_negatives = True
 
+    @_float32
     def forward(self, out: ContrastiveOutputs) -> Tensor:
         b, _ = _check_embeddings(out, "HardNegativeLoss")
         if out.negative_text is None:

@@ -117,9 +117,9 @@ class TextTower(nn.Module):
         return portable_hf_config(self.encoder.config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        tokens = out.last_hidden_state
         mask = attention_mask.bool()
+        out = self.encoder(input_ids=input_ids, attention_mask=_prepared_mask(self.encoder, attention_mask))
+        tokens = out.last_hidden_state
         if self.cfg.pooling == "pooler":
             pooled = out.pooler_output
         elif self.cfg.pooling == "cls":
@@ -128,3 +128,21 @@ class TextTower(nn.Module):
             weights = mask.unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return pooled, tokens, mask
+
+
+def _prepared_mask(encoder: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The key-padding mask as the 4-D mask transformers takes as is, for eager and SDPA attention.
+
+    Given a 2-D mask, transformers first asks `mask.all()` (to skip masking when nothing is padded):
+    a host read, so a device sync per text batch. A prepared [N, 1, 1, L] mask skips that check;
+    other attention kernels (flash, flex) get the 2-D mask unchanged.
+    """
+    kind = getattr(encoder.config, "_attn_implementation", None)
+    mask = attention_mask.bool()
+    if kind == "sdpa":
+        return mask[:, None, None, :]  # bool, True = attend
+    if kind == "eager":
+        dtype = next(encoder.parameters()).dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min)[:, None, None, :]
+    return attention_mask

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from transformers.audio_utils import mel_filter_bank
 
+from clsp import checks
+
 __all__ = ["ClapFrontend", "WhisperFrontend"]
 
 _TRUNCATIONS = ("rand_trunc", "fusion")
@@ -50,11 +52,14 @@ def _validate_batch(waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, 
             raise ValueError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
         lengths = lengths.to(device=device, dtype=torch.long)
         bad = (lengths <= 0) | (lengths > total)
-        if bool(bad.any()):
+        # Value checks read the device (a sync): skipped in the training step (see clsp.checks).
+        if checks.enabled() and bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
             raise ValueError(f"lengths[{i}] = {int(lengths[i])} is outside [1, {total}] (waveforms have {total} samples)")
     # A row sum is non-finite iff the row holds NaN/inf (audio never overflows float32), and costs one
     # read instead of a full boolean tensor.
+    if not checks.enabled():
+        return waveforms.float(), lengths
     nonfinite = ~torch.isfinite(waveforms.sum(dim=1, dtype=torch.float32))
     if bool(nonfinite.any()):
         i = int(nonfinite.nonzero()[0, 0])
@@ -63,9 +68,7 @@ def _validate_batch(waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, 
 
 
 def _zero_past(w: Tensor, lengths: Tensor) -> Tensor:
-    """`w` with samples at or past each clip's length set to zero (skipped when nothing is past)."""
-    if bool((lengths >= w.shape[1]).all()):
-        return w
+    """`w` with samples at or past each clip's length set to zero (one elementwise pass, no host read)."""
     inside = torch.arange(w.shape[1], device=w.device) < lengths[:, None]
     return torch.where(inside, w, torch.zeros((), device=w.device))
 
@@ -201,14 +204,14 @@ class ClapFrontend(_Frontend):
         n = self.max_samples
         if w.shape[1] < n:  # then every clip is short
             return self._pad_short(w, lengths)
-        if bool((crop > 0).any()):
-            signal = w.gather(1, crop[:, None] + torch.arange(n, device=w.device))
+        if w.shape[1] == n:
+            signal = w  # clips cut to the window upstream (the training pipeline): every crop is 0
         else:
-            signal = w[:, :n]  # the common case of clips cut to the window upstream: no copy
-        short = (lengths < n).nonzero()[:, 0]
-        if short.numel():
-            signal = signal.index_copy(0, short, self._pad_short(w[short], lengths[short]))
-        return signal
+            # Row b's window starting at crop[b], copied from a strided view: no [B, n] index tensor.
+            signal = w.unfold(1, n, 1)[torch.arange(w.shape[0], device=w.device), crop]
+        # Pad every row and pick per row, rather than selecting the short rows (a host read, so a sync).
+        padded = self._pad_short(w[:, :n], lengths.clamp_max(n))
+        return torch.where((lengths < n)[:, None], padded, signal)
 
     def _pad_short(self, w: Tensor, lengths: Tensor) -> Tensor:
         """Clips shorter than the window padded to it by one gather: sample i is x[i % L], kept while
@@ -298,13 +301,14 @@ class ClapFrontend(_Frontend):
                 else:
                     crop = offsets.to(device=device, dtype=torch.long)
                     bad = longer & ((crop < 0) | (crop > span))
-                    if bool(bad.any()):
+                    if checks.enabled() and bool(bad.any()):
                         i = int(bad.nonzero()[0, 0])
                         raise ValueError(f"offsets[{i}] = {int(crop[i])} is outside [0, {int(span[i])}]")
                 crop = torch.where(longer, crop, torch.zeros_like(crop))
                 return self._log_mel(self._window(w, lengths, crop), center=True)[:, None], longer
 
-            # fusion. Unlike the extractor, we never mark a random clip is_longer when no clip in the batch is
+            # fusion: splitting long from short clips is data dependent (one host read per batch, unlike the
+            # rand_trunc path above). Unlike the extractor, we never mark a random clip is_longer when no clip in the batch is
             # longer: that makes a clip's features depend on its batch, which breaks our embedding contract.
             features = w.new_empty(batch, 4, self.frames, self.n_mels)
             is_longer = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -326,8 +330,9 @@ class WhisperFrontend(_Frontend):
     """Log-mel frontend matching `transformers.WhisperFeatureExtractor`, without padding to 30 s.
 
     `forward` returns `(features [B, n_mels, F], frame_lengths [B])` with `frame_lengths = lengths // hop`
-    (at most `max_seconds * sample_rate // hop`, 3000) and F their maximum; valid frames equal the extractor's
-    output for the clip padded to 30 s, padded frames are 0. Clips longer than `max_seconds` are truncated
+    (at most `max_seconds * sample_rate // hop`, 3000) and F = min(T, max_samples) // hop: their maximum when
+    the batch is padded to its longest clip (F follows the shape, so no host read is needed). Valid frames
+    equal the extractor's output for the clip padded to 30 s, padded frames are 0. Clips longer than `max_seconds` are truncated
     to it, as the extractor does (frames beyond 3000 are dropped).
     """
 
@@ -360,8 +365,10 @@ class WhisperFrontend(_Frontend):
         # n_fft // 2 + 1 zeros past the longest clip reflects zeros as well, so every frame we compute equals
         # the extractor's; frames we do not compute are all zero input (log10(1e-10) = -10), the floor of any
         # frame, so they never change the per-clip maximum.
+        # Shapes follow the batch's width, not its longest length: reading lengths.max() would sync with the
+        # device, and collate pads to the longest clip anyway. Frames past a clip's length are zeroed below.
         p = self.n_fft // 2
-        width = min(self.max_samples, int(lengths.max()) + p + 1)
+        width = min(self.max_samples, w.shape[1] + p + 1)
         w = _zero_past(w[:, :width], lengths)
         if w.shape[1] < width:
             w = torch.nn.functional.pad(w, (0, width - w.shape[1]))
@@ -372,7 +379,7 @@ class WhisperFrontend(_Frontend):
             peak = log.amax(dim=(1, 2), keepdim=True)  # over the whole padded example, as the extractor
             log = (torch.maximum(log, peak - 8.0) + 4.0) / 4.0
         frame_lengths = lengths // self.hop_length
-        frames = int(frame_lengths.max())
+        frames = min(waveforms.shape[1], self.max_samples) // self.hop_length
         log = log[..., :frames]
         valid = torch.arange(frames, device=log.device) < frame_lengths[:, None, None]
         return torch.where(valid, log, torch.zeros((), device=log.device)), frame_lengths

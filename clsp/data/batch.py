@@ -29,6 +29,10 @@ class Batch:
     texts: list[str] = field(default_factory=list)  # the caption strings, aligned with input_ids
     truncated: int = 0  # captions cut at the tokenizer's max length in this batch
     skipped: dict[str, int] = field(default_factory=dict)  # samples skipped by reason since the last batch
+    # Host-side facts computed in collate, so the training step never reads them back from the device.
+    caption_lengths: list[int] = field(default_factory=list)  # [C] tokens per caption row
+    negative_lengths: list[int] = field(default_factory=list)  # [B] tokens per hard-negative row
+    padding_efficiency: float = 1.0  # real audio samples / padded samples (sum(audio_lengths) / (B * T))
 
     @property
     def size(self) -> int:

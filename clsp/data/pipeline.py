@@ -19,6 +19,21 @@ Shuffling is seeded by (seed, epoch, rank, worker). The shuffle buffer holds the
 samples (a few hundred kB each), not decoded audio. `set_epoch(e)` on the loader or dataset
 picks the epoch; without it each new iteration of the loader advances the epoch by one.
 
+Duration bucketing (`bucketing=True`). Whisper pads a batch to its longest clip, so a random
+batch of 2-30 s speech costs nearly the 30 s price. With bucketing the shuffle buffer is kept
+sorted by duration (read from each sample's audio header, not decoded) and batches are cut from
+runs of neighbouring durations: while streaming, one of the buffer's complete batches is chosen
+at random (seeded), so order stays random across batches but clips within one are alike (as
+open_clip's audio loader and lhotse's DynamicBucketingSampler do). Without a budget every batch
+holds `batch_size` clips, so batch counts per epoch are exactly those without bucketing and ranks
+stay even as before. `max_batch_seconds` instead fills each batch up to a budget of *padded*
+seconds (clips x longest clip, what the towers pay for) with at most `batch_size` clips; an epoch
+is still `samples_per_epoch / batch_size` batches per rank in resampled mode, so ranks stay even.
+(In epoch mode a budget makes the batch count unknown before reading: one rank only.) A sample
+whose header reads but whose audio does not decode leaves its batch one clip short. Order is a
+function of (seed, epoch, rank, worker), so runs and resumed runs see the same batches.
+`Batch.padding_efficiency` (real / padded samples) reports what bucketing buys.
+
 Captions (`caption_policy`): "short", "long", "random" (any caption) and "both" (primary = a
 long caption if any else a short one; extras = the short caption and a second long caption when
 present, so the trainer can use "short+long" or "two longs"). A clip without the asked-for
@@ -29,9 +44,10 @@ reason (see reader.SKIP_REASONS) plus two event counts that are not failures:
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +61,7 @@ from clsp.data.reader import (
     decode_raw,
     iter_raw,
     parse_sources,
+    probe_seconds,
     shard_sizes,
 )
 from clsp.text import tokenize
@@ -67,6 +84,8 @@ class DataConfig:
     seed: int = 0
     shuffle: bool = True
     shuffle_buffer: int = 1000
+    bucketing: bool = False  # batches of similar duration, cut from the (sorted) shuffle buffer
+    max_batch_seconds: float | None = None  # with bucketing: padded seconds per batch (batch_size = max clips)
     caption_policy: str = "short"
     caption_choice: str = "random"  # which caption of a kind: "random" or "first"
     max_text_length: int = 77
@@ -93,6 +112,16 @@ class DataConfig:
             raise ValueError(f"rank {self.rank} is not in [0, world_size={self.world_size})")
         if self.max_text_length < 2:
             raise ValueError(f"max_text_length must be >= 2, got {self.max_text_length}")
+        if self.max_batch_seconds is not None:
+            if not self.max_batch_seconds > 0:
+                raise ValueError(f"max_batch_seconds must be > 0 or null, got {self.max_batch_seconds}")
+            if not self.bucketing:
+                raise ValueError("max_batch_seconds needs bucketing: true (the budget is filled from sorted durations)")
+            if self.epoch_mode and self.world_size > 1:
+                raise ValueError(
+                    "max_batch_seconds on several ranks needs epoch_mode: false (a resampled stream), so every "
+                    "rank can yield the same number of batches"
+                )
 
 
 # -- captions -------------------------------------------------------------------------------------
@@ -179,6 +208,7 @@ def collate(
                    punctuation=text_punctuation)
     ids, mask = tok.input_ids, tok.attention_mask
     truncated = int(tok.cut[:n_caps].sum())  # captions only: negatives are flipped copies of them
+    token_lengths = mask.sum(1).tolist()
 
     batch = Batch(
         audio=audio,
@@ -192,11 +222,14 @@ def collate(
         texts=texts,
         truncated=truncated,
         skipped=dict(skipped or {}),
+        caption_lengths=token_lengths[:n_caps],
+        padding_efficiency=float(lengths.sum()) / max(audio.numel(), 1),
     )
     if negatives is not None:
         batch.negative_input_ids = ids[n_caps:]
         batch.negative_attention_mask = mask[n_caps:]
         batch.has_negative = torch.tensor([neg is not None for neg in negatives], dtype=torch.bool)
+        batch.negative_lengths = token_lengths[n_caps:]
     return batch
 
 
@@ -256,6 +289,8 @@ class ShardDataset(IterableDataset):
         readers = self._readers()
         if not cfg.epoch_mode:
             return workers * (self._samples_per_reader(readers) // cfg.batch_size)
+        if cfg.max_batch_seconds is not None:
+            raise TypeError("length unknown: batches filled to max_batch_seconds (epoch mode)")
         if any(v is None for v in self.sizes.values()):
             raise TypeError("length unknown: some shards have no sizes.json entry")
         total_batches = 0
@@ -302,6 +337,9 @@ class ShardDataset(IterableDataset):
         yield from buffer
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.config.bucketing:
+            yield from self._iter_bucketed()
+            return
         cfg = self.config
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -315,21 +353,8 @@ class ShardDataset(IterableDataset):
         samples, chosen, negatives = [], [], []
         produced = 0
         for raw in self._shuffled(self._raw_stream(reader, readers, counter, rng), rng):
-            sample = decode_raw(
-                raw, counter, sample_rate=cfg.sample_rate, max_seconds=cfg.max_seconds, crop=cfg.crop, rng=rng
-            )
-            if sample is None:
+            if not self._prepare(raw, counter, rng, flip, samples, chosen, negatives):
                 continue
-            caps, fallback = select_captions(sample.captions, cfg.caption_policy, rng, cfg.caption_choice)
-            if fallback:
-                counter.note("caption_fallback")
-            if flip is not None:
-                neg = flip(caps[0][0], rng, sample.attributes or None)
-                if neg is None:
-                    counter.note("no_negative")
-                negatives.append(neg)
-            samples.append(sample)
-            chosen.append(caps)
             produced += 1
             if len(samples) == cfg.batch_size:
                 yield self._collate(samples, chosen, negatives if flip else None, counter)
@@ -338,6 +363,55 @@ class ShardDataset(IterableDataset):
                 break
         if samples and not cfg.drop_last:
             yield self._collate(samples, chosen, negatives if flip else None, counter)
+
+    def _iter_bucketed(self) -> Iterator[Batch]:
+        cfg = self.config
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        readers = cfg.world_size * workers
+        reader = cfg.rank * workers + worker
+        rng = random.Random(_mix(cfg.seed, self.epoch, reader, 1))
+        counter = SkipCounter(cfg.max_failure_rate)
+        flip = _flip_attribute() if cfg.hard_negatives else None
+        # Resampled mode: a fixed number of batches per reader, whatever each holds, so ranks stay even.
+        limit = None if cfg.epoch_mode else self._samples_per_reader(readers) // cfg.batch_size
+        produced = 0
+        groups = bucket_batches(
+            self._raw_stream(reader, readers, counter, rng), lambda raw: probe_seconds(raw, cfg.max_seconds), rng,
+            batch_size=cfg.batch_size, buffer_size=cfg.shuffle_buffer, max_batch_seconds=cfg.max_batch_seconds,
+            shuffle=cfg.shuffle, drop_last=cfg.drop_last,
+        )
+        for group in groups:
+            samples, chosen, negatives = [], [], []
+            for raw in group:
+                self._prepare(raw, counter, rng, flip, samples, chosen, negatives)
+            if not samples:
+                continue
+            yield self._collate(samples, chosen, negatives if flip else None, counter)
+            produced += 1
+            if limit is not None and produced >= limit:
+                break
+
+    def _prepare(self, raw: dict, counter: SkipCounter, rng: random.Random, flip, samples: list, chosen: list,
+                 negatives: list) -> bool:
+        """Decode one raw sample and pick its captions (and negative), appending to the batch lists;
+        False (counted by reason) when the sample is unusable."""
+        cfg = self.config
+        sample = decode_raw(raw, counter, sample_rate=cfg.sample_rate, max_seconds=cfg.max_seconds, crop=cfg.crop,
+                            rng=rng)
+        if sample is None:
+            return False
+        caps, fallback = select_captions(sample.captions, cfg.caption_policy, rng, cfg.caption_choice)
+        if fallback:
+            counter.note("caption_fallback")
+        if flip is not None:
+            neg = flip(caps[0][0], rng, sample.attributes or None)
+            if neg is None:
+                counter.note("no_negative")
+            negatives.append(neg)
+        samples.append(sample)
+        chosen.append(caps)
+        return True
 
     def _collate(self, samples, chosen, negatives, counter: SkipCounter) -> Batch:
         return collate(
@@ -350,6 +424,70 @@ class ShardDataset(IterableDataset):
             negatives=negatives,
             skipped=counter.drain(),
         )
+
+
+def bucket_batches(
+    items: Iterator[Any],
+    seconds_of: Callable[[Any], float],
+    rng: random.Random,
+    *,
+    batch_size: int,
+    buffer_size: int,
+    max_batch_seconds: float | None = None,
+    shuffle: bool = True,
+    drop_last: bool = False,
+) -> Iterator[list[Any]]:
+    """Groups of items of similar duration, one batch each, from a buffer kept sorted by duration.
+
+    While streaming, once the buffer holds `buffer_size` items (at least two batches), one of its
+    complete batches is taken at random (the first when not shuffling); at the end the rest follow
+    in random order, the one short batch last (dropped with drop_last, unless a budget is set).
+    """
+    size = max(buffer_size, 2 * batch_size)
+    seconds: list[float] = []  # sorted; items held[i] has duration seconds[i]
+    held: list[Any] = []
+    for item in items:
+        d = seconds_of(item)
+        i = bisect.bisect_right(seconds, d)  # after equal durations: arrival order breaks ties
+        seconds.insert(i, d)
+        held.insert(i, item)
+        if len(held) >= size:
+            # Every piece but the last is complete (the last may still grow with new arrivals).
+            pieces = _pieces(seconds, batch_size, max_batch_seconds)[:-1]
+            start, end = pieces[rng.randrange(len(pieces))] if shuffle else pieces[0]
+            group = held[start:end]
+            del held[start:end], seconds[start:end]
+            yield group
+    if not held:
+        return
+    pieces = _pieces(seconds, batch_size, max_batch_seconds)
+    last = pieces.pop()
+    if shuffle:
+        rng.shuffle(pieces)
+    yield from (held[a:b] for a, b in pieces)
+    if max_batch_seconds is not None or not drop_last or last[1] - last[0] == batch_size:
+        yield held[last[0]:last[1]]
+
+
+def _pieces(seconds: Sequence[float], max_clips: int, budget: float | None) -> list[tuple[int, int]]:
+    """Cut sorted durations into consecutive batches [start, end): `max_clips` each, or, with a budget,
+    as many clips as keep clips x longest <= budget (at least one). Binary search per batch: the
+    padded cost (end - start) * seconds[end - 1] only grows with end, as durations are sorted."""
+    pieces, start, n = [], 0, len(seconds)
+    while start < n:
+        lo, hi = start + 1, min(n, start + max_clips)
+        if budget is not None:
+            while lo < hi:  # the largest end in [lo, hi] within the budget
+                mid = (lo + hi + 1) // 2
+                if (mid - start) * seconds[mid - 1] <= budget:
+                    lo = mid
+                else:
+                    hi = mid - 1
+        else:
+            lo = hi
+        pieces.append((start, lo))
+        start = lo
+    return pieces
 
 
 class ShardLoader(DataLoader):

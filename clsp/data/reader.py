@@ -308,6 +308,23 @@ def _audio_field(raw: Mapping[str, Any]) -> tuple[str, bytes] | None:
     return None
 
 
+def probe_seconds(raw: Mapping[str, Any], max_seconds: float | None = None) -> float:
+    """Duration of a raw sample's audio from its header alone (capped at max_seconds); 0.0 when unreadable.
+
+    What duration bucketing sorts by: it costs a header parse, not a decode. An unreadable sample
+    gets 0.0 and is counted (by reason) when it is decoded.
+    """
+    found = _audio_field(raw)
+    if found is None:
+        return 0.0
+    try:
+        frames, rate, _ = audio_io.audio_info(found[1])
+    except audio_io.AudioDecodeError:
+        return 0.0
+    seconds = frames / rate if rate > 0 else 0.0
+    return min(seconds, max_seconds) if max_seconds is not None else seconds
+
+
 def decode_window(
     data: bytes,
     *,

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from clsp import checks
 from clsp.data.batch import Batch
 from clsp.evaluation.metrics import retrieval_metrics
 from clsp.losses import ContrastiveOutputs, LossSuite, MultiPositiveSchedule
@@ -56,19 +57,21 @@ class CLSPTrainingModule(L.LightningModule):
         model, losses, size = self.model, self.losses, batch.size
         tokens = losses.needs_tokens
         audio = model.embed_audio(batch.audio, batch.audio_lengths, return_tokens=tokens)
-        rows = self._caption_rows(batch, step)
-        ids, mask = _trim(batch.input_ids[rows], batch.attention_mask[rows])
+        rows = self._caption_rows(batch, step)  # on the CPU: indexing with it needs no device read
+        width = max((batch.caption_lengths[r] for r in rows.tolist()), default=None) if batch.caption_lengths else None
+        ids, mask = _trim(batch.input_ids[rows], batch.attention_mask[rows], width)
         text = model.embed_text(ids, mask, return_tokens=tokens)
         negative = None
         if losses.needs_negatives:
             if batch.negative_input_ids is None:
                 raise ValueError("the loss needs hard negatives but the batch has none (set data hard_negatives)")
-            neg_ids, neg_mask = _trim(batch.negative_input_ids, batch.negative_attention_mask)
+            neg_ids, neg_mask = _trim(batch.negative_input_ids, batch.negative_attention_mask,
+                                      max(batch.negative_lengths, default=None))
             negative = model.embed_text(neg_ids, neg_mask).embeds
         return ContrastiveOutputs(
             audio=audio.embeds,
             text=text.embeds,
-            caption_to_clip=batch.caption_to_clip[rows],
+            caption_to_clip=batch.caption_to_clip[rows.to(batch.caption_to_clip.device)],
             logit_scale=model.scale(),
             logit_bias=model.logit_bias,
             audio_tokens=audio.tokens,
@@ -81,23 +84,26 @@ class CLSPTrainingModule(L.LightningModule):
 
     def _caption_rows(self, batch: Batch, step: int) -> torch.Tensor:
         """Primary captions only, or (multi-positive) the primary plus this step's extra kind."""
-        device = batch.input_ids.device
         if not self.losses.needs_all_captions:
-            return torch.arange(batch.size, device=device)
-        rows = torch.arange(len(batch.caption_to_clip), device=device)
+            return torch.arange(batch.size)
+        rows = torch.arange(len(batch.caption_to_clip))
         if self.schedule is None or not batch.caption_kinds:
             return rows
         # CLSP stage 2: each step is "short+long" or "two longs", drawn reproducibly from the step.
         mode = self.schedule.draw(step, random.Random(self.seed * 1_000_003 + step))
         wanted = "short" if mode == "short+long" else "long"
-        kinds = torch.tensor([k == wanted for k in batch.caption_kinds], device=device)
+        kinds = torch.tensor([k == wanted for k in batch.caption_kinds])
         keep = (rows < batch.size) | kinds
         return rows[keep]
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        out = self.contrastive_outputs(batch, self.global_step)
-        total, parts = self.losses(out)
-        if not torch.isfinite(total):
+        # No host reads in the step (clsp.checks): the batch was validated in collate, on the CPU.
+        with checks.disabled():
+            out = self.contrastive_outputs(batch, self.global_step)
+            total, parts = self.losses(out)
+            debug = checks.enabled()  # CLSP_CHECKS=1
+        # Reading the loss is a device sync: only on logging steps, where Lightning reads it anyway.
+        if (debug or self.global_step % max(self.trainer.log_every_n_steps, 1) == 0) and not bool(torch.isfinite(total)):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}: {({k: float(v) for k, v in parts.items()})}")
         self.truncated += batch.truncated
         for reason, n in batch.skipped.items():
@@ -116,6 +122,8 @@ class CLSPTrainingModule(L.LightningModule):
         skipped = sum(v for k, v in self.skipped.items() if k not in ("caption_fallback", "no_negative"))
         self.log("data/skipped", float(skipped), prog_bar=bool(skipped), batch_size=batch.size)
         self.log("data/truncated", float(self.truncated), prog_bar=bool(self.truncated), batch_size=batch.size)
+        # Real / padded audio samples of this batch (a host float from collate): what bucketing buys.
+        self.log("data/padding_efficiency", batch.padding_efficiency, prog_bar=True, batch_size=batch.size)
         return total
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -270,7 +278,11 @@ def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((rows - len(x), *x.shape[1:]))])
 
 
-def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop padding columns that no selected row uses (rows were padded for the whole batch)."""
-    width = int(mask.sum(1).max())
+def _trim(ids: torch.Tensor, mask: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop padding columns that no selected row uses (rows were padded for the whole batch).
+
+    `width` (the longest selected row, known on the CPU from collate) avoids reading the mask back
+    from the device; without it the mask is read (one sync)."""
+    if width is None:
+        width = int(mask.sum(1).max())
     return ids[:, :width], mask[:, :width]
