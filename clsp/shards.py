@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from clsp.atomic import atomic_path, write_json_atomic
 from clsp.data import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 from clsp.data.sources import Job, fcaps_jobs, fusionaudio_jobs, table_jobs
-from clsp.data.writer import SIZES_FILE, ShardWriter, read_sizes, write_json_atomic
+from clsp.data.writer import SIZES_FILE, ShardWriter, read_sizes
 from clsp.errors import ArgumentParser, UserError, entry_point
 
 MANIFEST_FILE = "manifest.jsonl"
@@ -43,9 +44,8 @@ SKIPPED_FILE = "skipped.jsonl"
 def _write_empty_shard(path: Path) -> None:
     import tarfile
 
-    tmp = path.with_name(path.name + ".tmp")
-    tarfile.open(tmp, "w").close()
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tarfile.open(tmp, "w").close()
 
 
 def _finish(writer: ShardWriter, name: str, start: float, skipped: Counter, problems: list, manifest: list) -> dict:

@@ -173,7 +173,8 @@ def _good_members(n: int, prefix: str = "g") -> list[tuple[str, bytes]]:
 def d(tmp_path_factory) -> Path:
     """Every input file the rows refer to, built once."""
     from clsp import CLSPConfig, CLSPModel
-    from clsp.data.writer import SIZES_FILE, write_json_atomic
+    from clsp.atomic import write_json_atomic
+    from clsp.data.writer import SIZES_FILE
 
     root = tmp_path_factory.mktemp("cli_inputs")
     (root / "good").mkdir()

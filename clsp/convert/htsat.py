@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from clsp.atomic import atomic_path, write_json_atomic
 from clsp.convert.checkpoint import KeyLedger, load_checkpoint, state_dict_of
 from clsp.errors import UserError
 
@@ -117,7 +118,6 @@ def convert_htsat(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path
     The folder (config.json with `clsp_audio`, model.safetensors) is what `audio.pretrained` takes;
     the tower then runs the AudioSet HTSAT's frontend (32 kHz, hop 320)."""
     import dataclasses
-    import json
 
     from safetensors.torch import save_file
     from transformers import ClapAudioConfig, ClapAudioModel
@@ -139,10 +139,8 @@ def convert_htsat(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path
     audio = AudioConfig(tower="htsat", hf_config=portable_hf_config(model.config), **AUDIOSET_FRONTEND)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / "model.safetensors")
-    tmp = folder / ".config.json.tmp"
-    tmp.write_text(json.dumps({TOWER_CONFIG_KEY: dataclasses.asdict(audio), "source": str(checkpoint)}, indent=2))
-    os.replace(tmp, folder / "config.json")
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"format": "pt"})
+    write_json_atomic(folder / "config.json", {TOWER_CONFIG_KEY: dataclasses.asdict(audio), "source": str(checkpoint)},
+                      indent=2, sort_keys=False)
     return folder

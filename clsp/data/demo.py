@@ -12,11 +12,12 @@ be regenerated on its own, in any order, in any process.
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from clsp.atomic import write_json_atomic
 
 __all__ = ["FACTORS", "build_demo", "caption_words", "generate_clip", "shard_pattern"]
 
@@ -360,9 +361,7 @@ def build_demo(
                 audio, meta = generate_clip(i, seed, split, sample_rate,
                                             min_duration=min_duration, max_duration=max_duration)
                 writer.write(meta["id"], audio, sample_rate, meta)
-    tmp = out_dir / "demo.json.tmp"
-    tmp.write_text(json.dumps(marker, indent=2))
-    os.replace(tmp, out_dir / "demo.json")
+    write_json_atomic(out_dir / "demo.json", marker, indent=2, sort_keys=False)
     return dict(counts)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from clsp.atomic import write_json_atomic
 from clsp.data import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 
@@ -32,18 +33,6 @@ def read_sizes(out_dir: str | Path) -> dict[str, int]:
         return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
     except (ValueError, AttributeError) as exc:
         raise ValueError(f"{path} is not a JSON object of shard name -> sample count: {exc}") from exc
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` (UTF-8) to a temporary name and rename it: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def update_sizes(out_dir: str | Path, sizes: dict[str, int]) -> dict[str, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from clsp.atomic import atomic_path
 from clsp.evaluation.datasets import Clip, load_audio
 
 __all__ = [
@@ -95,9 +95,8 @@ class EmbeddingCache:
         from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(key).with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"clsp": json.dumps(meta)})
-        os.replace(tmp, self._path(key))  # atomic: a killed run leaves no half-written entry
+        with atomic_path(self._path(key)) as tmp:  # a killed run leaves no half-written entry
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"clsp": json.dumps(meta)})
 
     def get_or_compute(
         self, key: str | None, compute: Callable[[], tuple[dict[str, torch.Tensor], dict]]

@@ -7,13 +7,12 @@ display are needed. Every file is written under a temporary name and renamed.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from clsp.data.writer import write_text_atomic
+from clsp.atomic import atomic_path, write_text_atomic
 from clsp.evaluation.metrics import RetrievalRanks
 
 __all__ = [
@@ -87,9 +86,8 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(str(tmp), dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=100, format=path.suffix.lstrip(".") or "png")
     return path
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from clsp.atomic import write_text_atomic
 from clsp.errors import UserError
 from clsp.training.compose import ConfigError
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
@@ -167,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     def write_run_files() -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
 
     once(launch, write_run_files, fallback=lambda: None)
@@ -217,7 +218,7 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
         results["test"] = metrics
         results["chance"] = chance_levels(int(metrics["n_clips"]), int(metrics["n_captions"]))
         results["device"] = str(model.device)
-    _write_atomic(folder / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
 
 
@@ -249,9 +250,3 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"data: {skipped}")
     lines.append(f"model written to {results['model']} ({results['weights']} weights)")
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
