@@ -103,7 +103,6 @@ def _pair_source(args, skipped: dict[str, int]):
     """(fingerprint, factory of a fresh clip iterable) for retrieval/score data."""
     from clsp.evaluation.datasets import (
         data_fingerprint,
-        expand_shards,
         is_shard_spec,
         iter_shard_clips,
         load_retrieval_table,
@@ -119,7 +118,9 @@ def _pair_source(args, skipped: dict[str, int]):
             raise UserError(f"{official.name} is a classification set", f"use `zeroshot`, not `{args.task}`")
         return fingerprint(official), lambda: official.clips
     if is_shard_spec(args.data):
-        urls = expand_shards(args.data)
+        from clsp.data.reader import expand_urls
+
+        urls = expand_urls(args.data)
         return data_fingerprint(args.data, **options), lambda: iter_shard_clips(urls, args.captions, skipped)
     clips = load_retrieval_table(
         args.data, audio_column=args.audio_column, caption_columns=args.caption_column,

@@ -8,9 +8,6 @@ Audio is not opened here (workers decode it), only located.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -19,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from clsp.data.schema import CaptionError, cell_texts, make_meta
+from clsp.data.table import AUDIO_COLUMNS, iter_table, read_table, table_columns
+from clsp.data.table import audio_column as _audio_column
 
-TABLE_AUDIO_COLUMNS = ("audio", "path", "file", "audio_path", "filename", "file_name", "wav")
 TABLE_SHORT_COLUMNS = ("caption", "captions", "text", "short_caption", "short_captions")
 TABLE_LONG_COLUMNS = ("long_caption", "long_captions")
 FUSIONAUDIO_CAPTION_TASK = "Captioning questions"
@@ -60,28 +58,6 @@ def _audio_file(audio: str | None, root: Path, ident: str, empty_msg: str, probl
     return path
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    suffixes = "".join(path.suffixes).lower()
-    opener = gzip.open if suffixes.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        if ".csv" in suffixes or ".tsv" in suffixes:
-            return list(csv.DictReader(f, delimiter="\t" if ".tsv" in suffixes else ","))
-        text = f.read()
-    if text.lstrip().startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{n}: bad JSON line ({exc})") from exc
-    if not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: every row must be a JSON object")
-    return rows
-
-
 def table_jobs(
     path: str | Path,
     *,
@@ -96,21 +72,19 @@ def table_jobs(
 ) -> tuple[list[Job], list[dict[str, str]]]:
     """A CSV/TSV/JSONL/JSON-list table with an audio path column and caption columns.
 
-    Defaults: the audio column is the first of TABLE_AUDIO_COLUMNS present; with no caption
+    Defaults: the audio column is the first of table.AUDIO_COLUMNS present; with no caption
     columns given, "caption"/"text"/... (and Clotho's caption_1..caption_5) are short captions and
     "long_caption(s)" long ones. Relative paths resolve against `audio_root`, else the table's folder.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    rows = _read_table(path)
-    if not rows:
-        raise ValueError(f"table {path} has no rows")
-    columns = list(rows[0].keys())
+    numbered = read_table(path)
+    columns = table_columns(numbered)
+    rows = [row for _, row in numbered]
     if audio_column is None:
-        audio_column = next((c for c in TABLE_AUDIO_COLUMNS if c in columns), None)
+        audio_column = _audio_column(columns)
         if audio_column is None:
-            raise ValueError(f"table {path}: no audio column among {columns}; pass --audio-column")
+            raise ValueError(f"table {path}: no audio column among {columns} (looked for {list(AUDIO_COLUMNS)}); "
+                             "pass --audio-column")
     if not short_columns and not long_columns:
         short_columns = [c for c in columns if c in TABLE_SHORT_COLUMNS or re.fullmatch(r"caption_?\d+", c)]
         long_columns = [c for c in columns if c in TABLE_LONG_COLUMNS]
@@ -187,7 +161,7 @@ def fusionaudio_jobs(json_path: str | Path, audio_dir: str | Path) -> tuple[list
     json_path = Path(json_path)
     if not json_path.is_file():
         raise FileNotFoundError(f"FusionAudio JSON not found: {json_path}")
-    records = _read_table(json_path)
+    records = [row for _, row in iter_table(json_path)]
     captions: dict[str, list[str]] = {}
     qa: dict[str, list[dict[str, str]]] = {}
     datasets: dict[str, str] = {}
@@ -222,17 +196,6 @@ def fusionaudio_jobs(json_path: str | Path, audio_dir: str | Path) -> tuple[list
 
 
 # -- FCaps / ParaSpeechCaps / lhotse cuts ---------------------------------------------------------
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{n}: bad JSON line ({exc})") from exc
-
-
 def _fcaps_record(rec: dict[str, Any]) -> tuple[dict[str, Any], str | None, float, float | None, str | None]:
     """(fields, audio path, offset, duration, id) from a ParaSpeechCaps record or a lhotse cut."""
     if "supervisions" in rec or "recording" in rec:
@@ -259,7 +222,7 @@ def fcaps_jobs(
         raise FileNotFoundError(f"manifest not found: {manifest}")
     root = Path(audio_root) if audio_root is not None else manifest.parent
     jobs, problems = [], []
-    for n, rec in _read_jsonl(manifest):
+    for n, rec in iter_table(manifest):
         fields, audio, offset, duration, ident = _fcaps_record(rec)
         ident = str(ident or (Path(audio).stem if audio else f"line{n}"))
         path = _audio_file(audio, root, ident, f"line {n}: no audio path field", problems)

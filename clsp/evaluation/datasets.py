@@ -9,7 +9,6 @@ before anything is encoded, and errors name the table line.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ import numpy as np
 
 from clsp.data.audio_io import AudioDecodeError, audio_info, decode
 from clsp.data.schema import cell_texts
+from clsp.data.table import AUDIO_COLUMNS, read_table, table_columns
 
 __all__ = [
     "Clip",
@@ -32,12 +32,10 @@ __all__ = [
     "load_audio",
     "as_clips",
     "is_shard_spec",
-    "expand_shards",
     "iter_shard_clips",
     "data_fingerprint",
 ]
 
-AUDIO_COLUMNS = ("audio", "audio_path", "path", "filepath", "file", "filename", "file_name", "wav", "fname")
 CAPTION_COLUMNS = ("caption", "captions", "text", "short_captions", "short_caption", "long_captions", "long_caption")
 LABEL_COLUMNS = ("label", "category", "class", "class_name", "emotion", "target_name")
 DESCRIPTION_COLUMNS = ("description", "style_description", "style", "caption", "text", "prompt")
@@ -61,50 +59,6 @@ class Clip:
     score: float | None = None
     line: int = 0  # table line, for error messages
     attributes: dict[str, str] = field(default_factory=dict)  # official sets: fold, gender, age bin, ...
-
-
-def read_table(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, row dict) for every row of a .csv/.tsv/.jsonl/.json table."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    suffix = path.suffix.lower()
-    rows: list[tuple[int, dict]] = []
-    if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            if not reader.fieldnames:
-                raise ValueError(f"{path}: empty table (no header)")
-            for row in reader:
-                rows.append((reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}))
-    elif suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8")
-        if suffix == ".json" and text.lstrip().startswith("["):
-            items = json.loads(text)
-            rows = [(i + 1, r) for i, r in enumerate(items)]
-        else:
-            for i, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((i, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: line {i}: not valid JSON ({exc.msg})") from exc
-        for line, row in rows:
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}: line {line}: expected a JSON object, got {type(row).__name__}")
-    else:
-        raise ValueError(f"{path}: unsupported table format {suffix!r}; use .csv, .tsv, .jsonl or .json")
-    if not rows:
-        raise ValueError(f"{path}: the table has no rows")
-    return rows
-
-
-def _columns(rows: list[tuple[int, dict]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for _, row in rows:
-        seen.update(dict.fromkeys(row))
-    return list(seen)
 
 
 def _pick(columns: list[str], requested: str | None, candidates: Sequence[str], what: str, table: Path) -> str:
@@ -150,7 +104,7 @@ def _kind(column: str) -> str:
 
 
 def _base(rows: list[tuple[int, dict]], table: Path, audio_column: str | None, audio_root: str | Path | None):
-    columns = _columns(rows)
+    columns = table_columns(rows)
     audio_col = _pick(columns, audio_column, AUDIO_COLUMNS, "audio", table)
     key_col = next((c for c in KEY_COLUMNS if c in columns), None)
     root = Path(audio_root) if audio_root is not None else table.parent
@@ -332,23 +286,6 @@ def is_shard_spec(spec: str) -> bool:
     return path.is_dir() and any(path.glob("*.tar"))
 
 
-def expand_shards(spec: str) -> list[str]:
-    """Shard urls from a brace pattern, '::'-joined list, or a folder; local files must exist."""
-    import braceexpand
-
-    path = Path(spec)
-    if path.is_dir():
-        urls = sorted(str(p) for p in path.glob("*.tar"))
-    else:
-        urls = [u for part in spec.split("::") for u in braceexpand.braceexpand(part)]
-    if not urls:
-        raise ValueError(f"no shards in {spec!r}")
-    for url in urls:
-        if "://" not in url and not url.startswith("pipe:") and not Path(url).is_file():
-            raise FileNotFoundError(f"shard not found: {url}")
-    return urls
-
-
 def iter_shard_clips(urls: list[str], captions: str = "all", skipped: dict[str, int] | None = None) -> Iterator[Clip]:
     """Clips from shards via `clsp.data.reader.read_samples`, keeping `captions` kinds.
 
@@ -390,7 +327,9 @@ def data_fingerprint(spec: str | Path, clips: Sequence[Clip] | None = None, **op
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     spec = str(spec)
     if is_shard_spec(spec):
-        for url in expand_shards(spec):
+        from clsp.data.reader import expand_urls
+
+        for url in expand_urls(spec):
             h.update(url.encode())
             if Path(url).is_file():
                 st = Path(url).stat()

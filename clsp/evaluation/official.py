@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clsp.data.audio_io import AudioDecodeError, audio_info
+from clsp.data.table import read_table
 from clsp.errors import UserError
-from clsp.evaluation.datasets import Clip, read_table
+from clsp.evaluation.datasets import Clip
 
 __all__ = [
     "ADAPTERS",
