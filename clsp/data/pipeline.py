@@ -87,7 +87,7 @@ class DataConfig:
     bucketing: bool = False  # batches of similar duration, cut from the (sorted) shuffle buffer
     max_batch_seconds: float | None = None  # with bucketing: padded seconds per batch (batch_size = max clips)
     caption_policy: str = "short"
-    caption_choice: str = "random"  # which caption of a kind: "random" or "first"
+    caption_choice: str = "random"  # which caption of a kind: "random", "first" or "all" (evaluation)
     max_text_length: int = 77
     text_lowercase: bool = False  # the model's caption preprocessing (TextConfig.lowercase / punctuation)
     text_punctuation: str = ""
@@ -104,8 +104,8 @@ class DataConfig:
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.caption_policy not in CAPTION_POLICIES:
             raise ValueError(f"caption_policy must be one of {CAPTION_POLICIES}, got {self.caption_policy!r}")
-        if self.caption_choice not in ("random", "first"):
-            raise ValueError(f"caption_choice must be 'random' or 'first', got {self.caption_choice!r}")
+        if self.caption_choice not in ("random", "first", "all"):
+            raise ValueError(f"caption_choice must be 'random', 'first' or 'all', got {self.caption_choice!r}")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {self.batch_size}, {self.num_workers}")
         if not 0 <= self.rank < self.world_size:
@@ -130,6 +130,12 @@ def select_captions(
 ) -> tuple[list[tuple[str, str]], bool]:
     """[(text, kind), ...] with the primary caption first, and whether a fallback kind was used."""
     short, long = captions.get("short", []), captions.get("long", [])
+    if choice == "all":  # evaluation: every caption of the kind(s), in stored order, as `clsp.eval` reads them
+        if policy in ("short", "long"):
+            want, other = (short, long) if policy == "short" else (long, short)
+            kind, other_kind = (policy, "long" if policy == "short" else "short")
+            return ([(t, kind) for t in want], False) if want else ([(t, other_kind) for t in other], True)
+        return [(t, "short") for t in short] + [(t, "long") for t in long], False
 
     def pick(texts: list[str]) -> int:
         return rng.randrange(len(texts)) if choice == "random" and len(texts) > 1 else 0

@@ -10,7 +10,7 @@ from clsp.evaluation.datasets import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, PairEmbeddings, embed_pairs
 from clsp.evaluation.metrics import RetrievalRanks, ranks_to_metrics, retrieval_ranks
 
-__all__ = ["evaluate_retrieval", "retrieval_from_embeddings"]
+__all__ = ["evaluate_retrieval", "retrieval_from_embeddings", "with_mean_map"]
 
 
 def retrieval_from_embeddings(
@@ -22,6 +22,11 @@ def retrieval_from_embeddings(
     metrics["num_clips"] = len(pairs.keys)
     metrics["num_captions"] = len(pairs.captions)
     return metrics, ranks
+
+
+def with_mean_map(metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` plus "mAP@10", the mean of both directions' mAP@10 (LAION-CLAP's checkpoint criterion)."""
+    return {**metrics, "mAP@10": (metrics["t2a/mAP@10"] + metrics["a2t/mAP@10"]) / 2}
 
 
 def evaluate_retrieval(

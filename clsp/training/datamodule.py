@@ -36,6 +36,14 @@ def loader_config(data: Mapping[str, Any], model: CLSPConfig, **extra: Any) -> D
         raise ValueError(f"bad data config: {exc}") from None
 
 
+def val_captions(data: Mapping[str, Any]) -> str:
+    """The caption kinds validation and the end-of-run test score: "short", "long" or "all"."""
+    kinds = str(data.get("val_caption_policy", "short"))
+    if kinds not in _VAL_POLICIES:
+        raise ValueError(f"data.val_caption_policy must be one of {list(_VAL_POLICIES)}")
+    return kinds
+
+
 class ResumableLoader:
     """Wraps a ShardLoader: each iteration is the trainer's current epoch; after a resume the first
     iteration skips the batches the checkpoint had already trained on; with several ranks in
@@ -127,13 +135,15 @@ class CLSPDataModule(L.LightningDataModule):
         return self.eval_loader(self.data["val"], rank=rank, world_size=world)
 
     def eval_loader(self, urls, rank: int = 0, world_size: int = 1):
-        """Deterministic and unshuffled; rank `rank` of `world_size` reads its share (default: all of it)."""
-        policy = _VAL_POLICIES.get(self.data.get("val_caption_policy", "short"))
-        if policy is None:
-            raise ValueError(f"data.val_caption_policy must be one of {list(_VAL_POLICIES)}")
+        """Deterministic and unshuffled; rank `rank` of `world_size` reads its share (default: all of it).
+
+        It reads what `clsp.eval retrieval --captions <val_caption_policy>` reads: whole clips (the
+        model's frontend picks the window, as in `encode_audio`) and every caption of the kind."""
+        policy = _VAL_POLICIES.get(val_captions(self.data))
         cfg = loader_config(
-            self.data, self.model_config, seed=self.seed, rank=rank, world_size=world_size, crop="start", shuffle=False,
-            caption_policy=policy, caption_choice="first", hard_negatives=False, epoch_mode=True, drop_last=False,
+            self.data, self.model_config, seed=self.seed, rank=rank, world_size=world_size, shuffle=False,
+            crop="none", max_seconds=None,
+            caption_policy=policy, caption_choice="all", hard_negatives=False, epoch_mode=True, drop_last=False,
             samples_per_epoch=None, batch_size=int(self.data.get("val_batch_size") or self.data.get("batch_size", 32)),
         )
         loader = build_dataloader(urls, tokenizer=self.tokenizer, config=cfg)

@@ -18,6 +18,7 @@ import torch
 from clsp import checks
 from clsp.data.batch import Batch
 from clsp.evaluation.metrics import retrieval_metrics
+from clsp.evaluation.retrieval import with_mean_map
 from clsp.losses import ContrastiveOutputs, LossSuite, MultiPositiveSchedule
 from clsp.model import CLSPModel
 from clsp.training.optim import build_optimizer, param_groups, warmup_cosine
@@ -258,9 +259,7 @@ def batches_retrieval(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor
         text.append(t)
         owner.append(c + offset)
         offset += len(a)
-    metrics = retrieval_metrics(torch.cat(audio), torch.cat(text), torch.cat(owner))
-    out = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    out["mAP@10"] = (out["t2a/mAP@10"] + out["a2t/mAP@10"]) / 2
+    out = with_mean_map(retrieval_metrics(torch.cat(audio), torch.cat(text), torch.cat(owner)))
     out["n_clips"], out["n_captions"] = float(offset), float(sum(len(t) for t in text))
     return out
 

@@ -198,10 +198,13 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
     (sharded weights, merged by the conversion) and EMA (the average) the same way."""
     import torch
 
+    from clsp.data.reader import expand_urls
+    from clsp.evaluation.datasets import iter_shard_clips
+    from clsp.evaluation.retrieval import evaluate_retrieval, with_mean_map
     from clsp.model import CLSPModel
     from clsp.training.callbacks import BEST, LAST
     from clsp.training.checkpoint import model_from_checkpoint
-    from clsp.training.module import batches_retrieval, embed_batch
+    from clsp.training.datamodule import val_captions
 
     checkpoints = folder / "checkpoints"
     source = next((p for p in (checkpoints / BEST, checkpoints / LAST) if p.exists()), None)
@@ -213,10 +216,14 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
     test = cfg.data.get("test")
     if test and cfg.run.get("final_eval", True):
         model = CLSPModel.from_pretrained(folder / "model").to(torch.device(device)).eval()
-        parts = [embed_batch(model, batch.to(model.device)) for batch in datamodule.eval_loader(test)]
-        metrics = batches_retrieval(parts)
+        # The very path of `python -m clsp.eval retrieval --data <test> --captions <val_caption_policy>`,
+        # so results.json and that command agree on the same model and data (windowing included).
+        urls = expand_urls(OmegaConf.to_container(test) if OmegaConf.is_config(test) else test)
+        skipped: dict[str, int] = {}
+        metrics = with_mean_map(evaluate_retrieval(model, iter_shard_clips(urls, val_captions(cfg.data), skipped)))
         results["test"] = metrics
-        results["chance"] = chance_levels(int(metrics["n_clips"]), int(metrics["n_captions"]))
+        results["test_skipped"] = skipped
+        results["chance"] = chance_levels(int(metrics["num_clips"]), int(metrics["num_captions"]))
         results["device"] = str(model.device)
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
@@ -239,7 +246,7 @@ def format_results(results: dict[str, Any]) -> str:
     lines = []
     if "test" in results:
         test, chance = results["test"], results["chance"]
-        lines.append(f"held-out test: {int(test['n_clips'])} clips, {int(test['n_captions'])} captions")
+        lines.append(f"held-out test: {int(test['num_clips'])} clips, {int(test['num_captions'])} captions")
         lines.append(f"{'metric':<12}{'model':>9}{'chance':>9}{'x chance':>10}")
         for key in ("t2a/R@1", "t2a/R@10", "a2t/R@1", "a2t/R@10"):
             ratio = test[key] / chance[key] if chance[key] > 0 else float("inf")

@@ -42,7 +42,7 @@ def _args(demo: list[str]) -> list[str]:
 def _check_run(tmp_path: Path) -> Path:
     (run,) = (tmp_path / "runs" / "demo").iterdir()  # both ranks agreed on one run folder
     results = json.loads((run / "results.json").read_text())
-    assert results["test"]["n_clips"] == 32 and results["device"] == "cpu"
+    assert results["test"]["num_clips"] == 32 and results["device"] == "cpu"
     for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model/model.safetensors", "config.yaml"):
         assert (run / name).exists(), name
     assert not list(run.rglob(".*.tmp"))

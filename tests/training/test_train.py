@@ -27,7 +27,7 @@ def test_demo_recipe_runs_and_writes_everything(demo, tmp_path, capsys):
                  "model/config.json", "model/model.safetensors", "tokenizer/tokenizer.json"):
         assert (run / name).exists(), name
     results = json.loads((run / "results.json").read_text())
-    assert results["test"]["n_clips"] == 32
+    assert results["test"]["num_clips"] == 32
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss" in header and "val/mAP@10" in header and "train/logit_scale" in header
     model = CLSPModel.from_pretrained(run / "model")
