@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
-import soundfile as sf
 
 from clsp.data import audio_io
 from clsp.data.schema import AUDIO_EXTENSIONS, CaptionError, require_captions
@@ -339,20 +338,13 @@ def decode_window(
     """
     if crop not in ("random", "start", "none"):
         raise ValueError(f"crop must be 'random', 'start' or 'none', got {crop!r}")
-    with audio_io._open(data) as f:
-        total, rate = f.frames, f.samplerate
-        start, frames = 0, -1
-        if max_seconds is not None:
-            frames = max(1, math.ceil(max_seconds * rate))
-            if crop == "random" and 0 < total - frames:
-                start = (rng or random).randrange(total - frames + 1)
-        try:
-            if start:
-                f.seek(start)
-            audio = f.read(frames, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise audio_io.AudioDecodeError(f"cannot decode audio: {exc}") from exc
-    return audio_io.to_mono(audio), rate
+    total, rate, _ = audio_io.audio_info(data)  # a header parse: cheap next to the decode
+    start, frames = 0, -1
+    if max_seconds is not None:
+        frames = max(1, math.ceil(max_seconds * rate))
+        if crop == "random" and 0 < total - frames:
+            start = (rng or random).randrange(total - frames + 1)
+    return audio_io.decode(data, start=start, frames=frames)
 
 
 def decode_raw(
