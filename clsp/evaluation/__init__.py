@@ -15,7 +15,6 @@ from clsp.evaluation.embed import EmbeddingCache, encode_clips, encode_texts, mo
 from clsp.evaluation.metrics import (
     RetrievalRanks,
     pearson,
-    rankdata,
     ranks_to_metrics,
     retrieval_metrics,
     retrieval_ranks,
@@ -51,7 +50,6 @@ __all__ = [
     "load_similarity_table",
     "model_fingerprint",
     "pearson",
-    "rankdata",
     "ranks_to_metrics",
     "retrieval_metrics",
     "retrieval_ranks",

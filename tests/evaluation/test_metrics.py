@@ -10,7 +10,6 @@ from torchmetrics.retrieval import RetrievalHitRate, RetrievalMAP, RetrievalReca
 
 from clsp.evaluation.metrics import (
     pearson,
-    rankdata,
     retrieval_metrics,
     retrieval_ranks,
     spearman,
@@ -195,8 +194,7 @@ def test_correlations_match_scipy():
     y[::7] = 1.0  # ties
     xr = np.round(x, 1)  # more ties
     assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
-    assert spearman(xr, y) == pytest.approx(stats.spearmanr(xr, y)[0], abs=1e-12)
-    np.testing.assert_allclose(rankdata(xr), stats.rankdata(xr))
+    assert spearman(xr, y) == pytest.approx(stats.spearmanr(xr, y)[0], abs=1e-6)  # torchmetrics' epsilon
     with pytest.raises(ValueError, match="constant"):
         pearson(np.ones(4), np.arange(4))
 

@@ -99,7 +99,7 @@ def test_similarity_api(tmp_path, tone_files, fake_model):
     m = evaluate_similarity(fake_model, clips)
     assert m["num_pairs"] == 8
     assert m["pearson"] == pytest.approx(stats.pearsonr(m["cosine"], m["human"])[0], abs=1e-9)
-    assert m["spearman"] == pytest.approx(stats.spearmanr(m["cosine"], m["human"])[0], abs=1e-9)
+    assert m["spearman"] == pytest.approx(stats.spearmanr(m["cosine"], m["human"])[0], abs=1e-6)
 
 
 def test_cli_retrieval_report_and_cache(tmp_path, caption_table, models, capsys):
