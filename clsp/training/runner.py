@@ -189,7 +189,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    return finish(cfg, folder, module, datamodule, trainer.strategy.root_device)
+    results = finish(cfg, folder, module, datamodule, trainer.strategy.root_device)
+    for logger in trainer.loggers:  # Lightning leaves the W&B run open; an unfinished run loses its summary
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
+    return results
 
 
 def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[str, Any]:
