@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from clsp.atomic import atomic_path, write_json_atomic
+from clsp.atomic import atomic_path, write_json_atomic, write_text_atomic
 from clsp.data import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 from clsp.data.sources import Job, fcaps_jobs, fusionaudio_jobs, table_jobs
@@ -174,7 +174,7 @@ def run(
     manifest_path = out / MANIFEST_FILE
     old = manifest_path.read_text().splitlines() if (resume and manifest_path.is_file()) else []
     lines = [ln for ln in old if ln.strip() and json.loads(ln).get("shard") in kept]
-    manifest_path.write_text("".join(ln + "\n" for ln in lines))
+    write_text_atomic(manifest_path, "".join(ln + "\n" for ln in lines))
     sizes = dict(kept)
     write_json_atomic(out / SIZES_FILE, dict(sorted(sizes.items())))
 
@@ -202,8 +202,7 @@ def run(
             record(worker(task))
 
     elapsed = time.perf_counter() - start
-    with (out / SKIPPED_FILE).open("w") as f:
-        f.writelines(json.dumps(p) + "\n" for p in all_problems)
+    write_text_atomic(out / SKIPPED_FILE, "".join(json.dumps(p) + "\n" for p in all_problems))
     report = {
         "written": written,
         "skipped": dict(sorted(skipped.items())),

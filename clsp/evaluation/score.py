@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from clsp.atomic import write_text_atomic
 from clsp.evaluation.datasets import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, PairEmbeddings, embed_pairs
 from clsp.evaluation.similarity import pair_cosines
@@ -39,9 +40,7 @@ def score_pairs(
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def write_scores(
