@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,10 +41,13 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
     from clsp.errors import UserError, pretrained_error
     from clsp.model import CONFIG_NAME, WEIGHTS_NAME, _read_config, _resolve
 
+    local = str(cfg.pretrained).startswith((".", "/", "~")) or Path(cfg.pretrained).exists()
     try:
         folder = _resolve(cfg.pretrained)
     except (FileNotFoundError, ValueError) as exc:
-        raise pretrained_error("model.audio.pretrained", str(cfg.pretrained), exc) from None
+        if not local:  # a hub id that could not be fetched
+            raise pretrained_error("model.audio.pretrained", str(cfg.pretrained), exc) from None
+        folder = Path(cfg.pretrained)
     try:
         raw = _read_config(folder)
     except (FileNotFoundError, ValueError) as exc:
