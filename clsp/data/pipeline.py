@@ -336,18 +336,23 @@ class ShardDataset(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def __iter__(self) -> Iterator[Batch]:
-        if self.config.bucketing:
-            yield from self._iter_bucketed()
-            return
+    def _reader_state(self) -> tuple[int, int, random.Random, SkipCounter, object]:
+        """(this reader's index, readers in all, its seeded rng, a fresh skip counter, the attribute flipper)."""
         cfg = self.config
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         readers = cfg.world_size * workers
         reader = cfg.rank * workers + worker
         rng = random.Random(_mix(cfg.seed, self.epoch, reader, 1))
-        counter = SkipCounter(cfg.max_failure_rate)
         flip = _flip_attribute() if cfg.hard_negatives else None
+        return reader, readers, rng, SkipCounter(cfg.max_failure_rate), flip
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.config.bucketing:
+            yield from self._iter_bucketed()
+            return
+        cfg = self.config
+        reader, readers, rng, counter, flip = self._reader_state()
         limit = None if cfg.epoch_mode else self._samples_per_reader(readers)
 
         samples, chosen, negatives = [], [], []
@@ -366,13 +371,7 @@ class ShardDataset(IterableDataset):
 
     def _iter_bucketed(self) -> Iterator[Batch]:
         cfg = self.config
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        readers = cfg.world_size * workers
-        reader = cfg.rank * workers + worker
-        rng = random.Random(_mix(cfg.seed, self.epoch, reader, 1))
-        counter = SkipCounter(cfg.max_failure_rate)
-        flip = _flip_attribute() if cfg.hard_negatives else None
+        reader, readers, rng, counter, flip = self._reader_state()
         # Resampled mode: a fixed number of batches per reader, whatever each holds, so ranks stay even.
         limit = None if cfg.epoch_mode else self._samples_per_reader(readers) // cfg.batch_size
         produced = 0
