@@ -113,7 +113,7 @@ def test_packaged_configs_found():
 
 
 def test_ema_and_tensorboard(demo, tmp_path):
-    from clsp.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from clsp.loading import load_checkpoint, model_from_checkpoint
 
     assert train_main(["recipe=demo", *demo, "trainer.ema_decay=0.5", "logger=tensorboard",
                        "run.final_eval=false"]) == 0
