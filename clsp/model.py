@@ -322,7 +322,7 @@ class CLSPModel(
         Embeddings then equal `ClapModel.get_audio_features` / `get_text_features` after L2
         normalisation for the same weights and waveform.
         """
-        from clsp.convert.clap import import_clap
+        from clsp.clap import import_clap
 
         return import_clap(cls, resolve_folder(name_or_path))
 

@@ -50,7 +50,7 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
         raise UserError(f"model.audio.pretrained: {exc}", "pass a folder written by python -m clsp.convert (htsat, laion "
                         "or wavcaps), a clsp model folder or a transformers CLAP folder") from None
     if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in preprocessor_config.json
-        from clsp.clap_config import clap_config_to_clsp
+        from clsp.clap import clap_config_to_clsp
 
         clap = ClapModel.from_pretrained(str(folder))
         pre = folder / "preprocessor_config.json"

@@ -218,6 +218,7 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
         results["test"] = metrics
         results["chance"] = chance_levels(int(metrics["n_clips"]), int(metrics["n_captions"]))
         results["device"] = str(model.device)
+        model.save_model_card(folder / "model", results=results)  # the card now shows the test table
     _write_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
 
