@@ -275,11 +275,11 @@ class CLSPModel(
         return super().from_pretrained(folder, revision=revision, **overrides)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, config: dict | None = None, **kwargs) -> CLSPModel:
-        # The mixin hands over the hub arguments (already used by from_pretrained) and config.json's content.
+    def _from_pretrained(cls, *, model_id: str, config: dict | None = None, revision=None, cache_dir=None,
+                         force_download=False, local_files_only=False, token=None, **overrides) -> CLSPModel:
+        # `model_id` is the local folder from_pretrained resolved, `config` its config.json; the hub
+        # arguments were used there already.
         folder = Path(model_id)
-        overrides = {k: v for k, v in kwargs.items()
-                     if k not in ("revision", "cache_dir", "force_download", "local_files_only", "token")}
         raw = config if config is not None else read_config(folder)
         if raw.get("model_type") == "clap":
             return cls.from_clap(folder)
