@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from clsp.data import audio_io
+from clsp import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 from clsp.data.sources import Job, fcaps_jobs, fusionaudio_jobs, table_jobs
 from clsp.data.writer import SIZES_FILE, ShardWriter, read_sizes, write_json_atomic

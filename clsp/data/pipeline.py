@@ -64,7 +64,7 @@ from clsp.data.reader import (
     probe_seconds,
     shard_sizes,
 )
-from clsp.text import tokenize
+from clsp.tokenizer import tokenize
 
 CAPTION_POLICIES = ("short", "long", "both", "random")
 CROPS = ("random", "start", "none")
@@ -181,7 +181,7 @@ def collate(
     """One Batch from decoded samples and their chosen captions (primary first per sample).
 
     Audio is zero padded to the longest clip with one pad_sequence; all captions (and negatives)
-    are tokenised in one call (clsp.text.tokenize), padded to the longest, truncated at max_text_length.
+    are tokenised in one call (clsp.tokenizer.tokenize), padded to the longest, truncated at max_text_length.
     """
     b = len(samples)
     if b == 0:

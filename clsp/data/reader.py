@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import soundfile as sf
 
-from clsp.data import audio_io
+from clsp import audio_io
 from clsp.data.schema import AUDIO_EXTENSIONS, CaptionError, require_captions
 from clsp.errors import DataFailure
 

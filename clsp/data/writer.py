@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from clsp.data import audio_io
+from clsp import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 
 SIZES_FILE = "sizes.json"

@@ -68,7 +68,8 @@ def prepare_data(cfg: DictConfig) -> None:
 def build_model(cfg: DictConfig):
     """(model, pretrained parameter prefixes) from run.init_from or the model config."""
     from clsp.config import CLSPConfig
-    from clsp.model import CLSPModel, load_model
+    from clsp.loading import load_model
+    from clsp.model import CLSPModel
 
     if cfg.run.get("init_from"):
         try:
@@ -197,9 +198,9 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
     (sharded weights, merged by the conversion) and EMA (the average) the same way."""
     import torch
 
+    from clsp.loading import model_from_checkpoint
     from clsp.model import CLSPModel
     from clsp.training.callbacks import BEST, LAST
-    from clsp.training.checkpoint import model_from_checkpoint
     from clsp.training.module import batches_retrieval, embed_batch
 
     checkpoints = folder / "checkpoints"
@@ -217,6 +218,7 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
         results["test"] = metrics
         results["chance"] = chance_levels(int(metrics["n_clips"]), int(metrics["n_captions"]))
         results["device"] = str(model.device)
+        model.save_model_card(folder / "model", results=results)  # the card now shows the test table
     _write_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
 

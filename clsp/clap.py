@@ -1,5 +1,9 @@
 """Import a transformers-format CLAP checkpoint (HTSAT + RoBERTa-like text + heads + scales).
 
+`CLSPModel.from_clap` and the HTSAT tower (which can start from a transformers CLAP folder,
+`audio.pretrained`) both use this, so it sits below the model: it takes the model class as an
+argument instead of importing it.
+
 The transformers `ClapModel` keeps two scales (`logit_scale_a`, `logit_scale_t`); clsp has
 one, taken from the audio side. Feature-extraction settings come from the checkpoint's
 preprocessor_config.json, so the frontend sees audio exactly as the checkpoint was trained.
