@@ -7,6 +7,7 @@ EMA lives in a callback (`clsp.training.callbacks.EMA`), which swaps the average
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from clsp.losses import ContrastiveOutputs, LossSuite
 from clsp.model import CLSPModel
 from clsp.training.optim import build_optimizer, build_scheduler
 from clsp.training.schedule import MultiPositiveSchedule
+from clsp.training.schema import OptimSettings
 
 
 class CLSPTrainingModule(L.LightningModule):
@@ -38,7 +40,7 @@ class CLSPTrainingModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.losses = losses
-        self.optim_cfg = dict(optim)
+        self.optim_cfg = {**dataclasses.asdict(OptimSettings()), **optim}  # unset keys: the schema's defaults
         self.pretrained_prefixes = pretrained_prefixes
         self.seed = seed
         # Which captions each step pairs, for a loss that takes all of a clip's captions.
