@@ -8,12 +8,16 @@ not, and its errors say which range and give an example. `loss`, `logger` and `c
 `_target_` entries (free-form: each component takes its own arguments).
 
 Recipes are stored in the `recipe` group from `recipes/*.yaml`, so configs/ needs no link to them.
+A recipe marks a setting the user must give as `${required:KEY}`: merging `???` cannot replace a
+schema default (OmegaConf keeps the old value), an interpolation can, and resolving it is the error.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from omegaconf import MISSING
 
 from clsp.config import CLSPConfig
 
@@ -33,7 +37,7 @@ class DemoSettings:
 class DataSettings:
     """Shards per split and the loader settings; the rest of `DataConfig` follows the model."""
 
-    train: Any = None  # shard spec(s): folder, tar, brace pattern, table, or a list of them
+    train: Any = MISSING  # shard spec(s): folder, tar, brace pattern, table, or a list of them
     val: Any = None
     test: Any = None
     demo: DemoSettings | None = None  # set = build the demo corpus first
@@ -124,8 +128,15 @@ def register() -> None:
 
     from clsp.resources import recipe_dir
 
+    OmegaConf.register_new_resolver("required", _required, replace=True)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     for path in sorted(recipe_dir().glob("*.yaml")):
         # The `# @package _global_` header is a file-level directive; the store takes it as `package`.
         store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def _required(key: str) -> Any:
+    from clsp.training.compose import ConfigError
+
+    raise ConfigError(f"required setting not given: {key}", f"add it as an override, e.g. {key}=...")
