@@ -222,11 +222,6 @@ def _hydra_error(exc: Exception) -> ConfigError:
     """Hydra's multi-line message as one line: the problem, then its own hint or the choices."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     message = lines[0] if lines else type(exc).__name__
-    cause: BaseException | None = exc
-    while cause is not None:  # our own error raised inside a resolver (`${required:KEY}`)
-        if isinstance(cause, ConfigError):
-            return cause
-        cause = cause.__cause__ or cause.__context__
     schema = _schema_error(exc)
     if schema is not None:
         return schema

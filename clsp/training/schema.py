@@ -9,7 +9,7 @@ not, and its errors say which range and give an example. `loss`, `logger` and `c
 
 Recipes are stored in the `recipe` group from `recipes/*.yaml`, so configs/ needs no link to them.
 A recipe marks a setting the user must give as `${required:KEY}`: merging `???` cannot replace a
-schema default (OmegaConf keeps the old value), an interpolation can, and resolving it is the error.
+schema default (OmegaConf keeps the old value); an interpolation can, and it resolves to `???`.
 """
 
 from __future__ import annotations
@@ -136,7 +136,6 @@ def register() -> None:
         store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
-def _required(key: str) -> Any:
-    from clsp.training.compose import ConfigError
-
-    raise ConfigError(f"required setting not given: {key}", f"add it as an override, e.g. {key}=...")
+def _required(key: str) -> str:
+    """`${required:KEY}` resolves to `???`, which the composed config then lists as missing."""
+    return MISSING
