@@ -86,8 +86,9 @@ def test_optimizer_and_scheduler_come_from_the_recipe():
 
     cfg = compose_config(["recipe=fusionaudio_retrieval", "model=tiny_whisper", "model.audio.pretrained=null",
                           "data.train=/x", "optim.tower_lr=1e-5", "optim.scheduler.warmup_steps=4"])
-    from clsp.config import CLSPConfig
     from omegaconf import OmegaConf
+
+    from clsp.config import CLSPConfig
 
     model = CLSPModel(CLSPConfig.from_dict(OmegaConf.to_container(cfg.model)))
     optim = OmegaConf.to_container(cfg.optim)
