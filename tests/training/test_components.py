@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +127,18 @@ def test_print_config_prints_the_resolved_yaml(capsys):
     assert printed.optim.lr == 3e-4 and printed.run.name == "fusionaudio"
     assert printed.loss.multipositive._target_ == "clsp.losses.MultiPositiveInfoNCE"
     assert printed.logger.csv._target_ == "lightning.pytorch.loggers.CSVLogger"
+
+
+def test_trainer_loggers_and_callbacks_are_built_from_targets(tmp_path):
+    from clsp.training.runner import build_trainer
+
+    cfg = compose_config(["recipe=demo", "logger=tensorboard", "trainer.max_steps=null", "trainer.max_epochs=2",
+                          "+trainer.callbacks.lr={_target_:lightning.pytorch.callbacks.LearningRateMonitor}"])
+    trainer = build_trainer(cfg, tmp_path, has_val=False)
+    assert [type(x).__name__ for x in trainer.loggers] == ["CSVLogger", "TensorBoardLogger"]
+    assert Path(trainer.loggers[0].log_dir) == tmp_path  # metrics.csv lands in the run folder
+    assert any(type(c).__name__ == "LearningRateMonitor" for c in trainer.callbacks)
+    assert (trainer.max_steps, trainer.max_epochs, trainer.limit_val_batches) == (-1, 2, 0)
+    bad = compose_config(["recipe=demo", "logger.csv._target_=lightning.pytorch.loggers.NoLogger"])
+    with pytest.raises(ConfigError, match="logger.csv: Error locating target"):
+        build_trainer(bad, tmp_path, has_val=False)
