@@ -1,9 +1,9 @@
 """Compose a run's config from configs/ + a recipe + command-line overrides, with one-line errors.
 
 Which keys exist is the schema's business (`clsp.training.schema`, merged first): a misspelt key is
-reported with its close matches. What values they may take is checked here: the types and ranges of the values that would otherwise fail deep inside torch or Lightning
-(`optim.lr=abc`, `trainer.devices=0`) are checked here, from the `CHECKS` table, before any model
-or data is built.
+reported with its close matches. The types and ranges of the values that would otherwise fail deep
+inside torch or Lightning (`optim.lr=abc`, `trainer.devices=0`) are checked here, from the `CHECKS`
+table, before any model or data is built.
 """
 
 from __future__ import annotations
