@@ -41,7 +41,6 @@ def clap_config_to_clsp(clap_config, preprocessor: dict, logit_scale: float | No
         "f_max": float(preprocessor.get("frequency_max", 14000.0)),
         "n_fft": int(preprocessor.get("fft_window_size", 1024)),
         "hop_length": int(preprocessor.get("hop_length", 480)),
-        "pooling": "default",
     }
     text = {"pretrained": None, "hf_config": text_hf, "tokenizer": None, "pooling": "pooler", "max_length": 77}
     # ClapConfig keeps the scale itself (1/0.07); its parameter, like clsp's, is the log.

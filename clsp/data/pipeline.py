@@ -96,7 +96,6 @@ class DataConfig:
     world_size: int = 1
     max_failure_rate: float | None = 0.1
     drop_last: bool = False
-    resample_quality: str = "HQ"
     pin_memory: bool = False
 
     def __post_init__(self) -> None:
