@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "write_atomic", "write_text_atomic", "write_json_atomic"]
 
 
 @contextmanager
@@ -32,6 +32,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.is_file():
             tmp.unlink()
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp)` on a temporary path, then rename it over `path` (e.g. safetensors' save_file)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

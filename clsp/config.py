@@ -39,7 +39,6 @@ class AudioConfig:
     f_max: float = 14000.0  # htsat only
     n_fft: int | None = None  # None = the tower's standard (htsat 1024, whisper 400)
     hop_length: int | None = None  # None = the tower's standard (htsat 480, whisper 160)
-    pooling: str = "default"  # htsat: the tower's pooler; whisper: masked mean ("mean")
     gradient_checkpointing: bool = False
     freeze: bool = False
 
@@ -151,8 +150,13 @@ def portable_hf_config(hf_config: Any) -> dict[str, Any]:
     return {k: v for k, v in hf_config.to_dict().items() if k not in _RUNTIME_KEYS}
 
 
+# Keys older config.json files carry that no longer mean anything (the audio pooling is fixed per tower).
+_RETIRED = {"audio": ("pooling",)}
+
+
 def _from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
+    data = {k: v for k, v in data.items() if k not in _RETIRED.get(section, ())}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)} in model config section {section!r}")

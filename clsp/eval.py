@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(spec: str, device: str | None):
-    from clsp.model import load_model
+    from clsp.loading import load_model
 
     model = load_model(spec)
     if device is not None:

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output folder (config.json, model.safetensors, tokenizer files)")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
     args = parser.parse_args(argv)
-    from clsp.training.checkpoint import model_from_checkpoint
+    from clsp.loading import model_from_checkpoint
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -1,8 +1,8 @@
 """Contrastive objectives for audio-text dual encoders.
 
 Every loss is an ``nn.Module`` whose ``forward`` takes one :class:`ContrastiveOutputs`
-and returns a scalar. :func:`build_losses` turns a config mapping (``configs/loss/*.yaml``)
-into a :class:`LossSuite` that weights the terms and reports each one for logging.
+and returns a scalar. A :class:`LossSuite` weights the terms and reports each one for logging;
+the trainer builds it from ``configs/loss/*.yaml`` (``_target_`` entries, ``clsp.training.components``).
 
 Multi-process scaling (torch.distributed initialised, world size W > 1). Losses that
 gather (GlobalInfoNCE, SigLIPLoss, MultiPositiveInfoNCE) use an all-gather whose backward
@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import math
 import numbers
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -50,12 +48,9 @@ __all__ = [
     "GlobalInfoNCE",
     "SigLIPLoss",
     "MultiPositiveInfoNCE",
-    "MultiPositiveSchedule",
     "TokenInfoNCE",
     "HardNegativeLoss",
     "LossSuite",
-    "LOSSES",
-    "build_losses",
     "gather_with_grad",
 ]
 
@@ -341,45 +336,6 @@ class MultiPositiveInfoNCE(_Objective):
         return (a2t + t2a) / 2
 
 
-@dataclass
-class MultiPositiveSchedule:
-    """Stage-2 caption pairing schedule: p(two longs) ramps linearly from p_start to p_end.
-
-    REFERENCE (CLSP): p = min(0.05 + 0.45 * step / 10000, 0.5).
-    """
-
-    p_start: float = 0.05
-    p_end: float = 0.5
-    ramp_steps: int = 10000
-
-    def __post_init__(self) -> None:
-        for name in ("p_start", "p_end"):
-            p = getattr(self, name)
-            if not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):
-                raise ValueError(f"MultiPositiveSchedule.{name} must be a probability in [0, 1], got {p!r}")
-        if not (isinstance(self.ramp_steps, numbers.Integral) and self.ramp_steps > 0):
-            raise ValueError(f"MultiPositiveSchedule.ramp_steps must be a positive int, got {self.ramp_steps!r}")
-
-    def p_two_longs(self, step: int) -> float:
-        if step < 0:
-            raise ValueError(f"MultiPositiveSchedule: step must be >= 0, got {step}")
-        p = self.p_start + (self.p_end - self.p_start) * step / self.ramp_steps
-        # min() for a rising ramp as in the reference; the clamp also keeps a falling ramp at p_end.
-        return min(p, self.p_end) if self.p_end >= self.p_start else max(p, self.p_end)
-
-    def draw(self, step: int, generator: torch.Generator | random.Random) -> Literal["short+long", "two_longs"]:
-        """Pick the caption pairing for `step`; deterministic given the generator's state."""
-        p = self.p_two_longs(step)
-        if isinstance(generator, random.Random):
-            u = generator.random()
-        elif isinstance(generator, torch.Generator):
-            u = float(torch.rand((), generator=generator))
-        else:
-            raise ValueError(f"MultiPositiveSchedule.draw: generator must be torch.Generator or random.Random, "
-                             f"got {type(generator).__name__}")
-        return "two_longs" if u < p else "short+long"
-
-
 # ----------------------------------------------------------------------------- fine-grained losses
 
 
@@ -544,15 +500,6 @@ class HardNegativeLoss(_Objective):
 
 # ----------------------------------------------------------------------------- suite and config
 
-LOSSES: dict[str, type[_Objective]] = {
-    "GlobalInfoNCE": GlobalInfoNCE,
-    "SigLIPLoss": SigLIPLoss,
-    "MultiPositiveInfoNCE": MultiPositiveInfoNCE,
-    "TokenInfoNCE": TokenInfoNCE,
-    "HardNegativeLoss": HardNegativeLoss,
-}
-
-
 class LossSuite(nn.Module):
     """Weighted sum of named loss terms; forward returns (total, unweighted detached parts)."""
 
@@ -609,28 +556,3 @@ def _check_weight(term: str, weight: object) -> float:
     if weight < 0:
         raise ValueError(f"loss term {term!r}: weight must be >= 0, got {weight!r}")
     return float(weight)
-
-
-def build_losses(spec: Mapping[str, Mapping]) -> LossSuite:
-    """Build a LossSuite from ``{term: {"name": LossClass, "weight": w, **kwargs}}`` (weight defaults to 1)."""
-    if not isinstance(spec, Mapping) or not spec:
-        raise ValueError(f"loss spec must be a non-empty mapping of term name -> settings, got {spec!r}")
-    terms: dict[str, tuple[nn.Module, float]] = {}
-    for term, settings in spec.items():
-        if not isinstance(settings, Mapping):
-            raise ValueError(f"loss term {term!r}: settings must be a mapping, got {settings!r}")
-        kwargs = dict(settings)
-        name = kwargs.pop("name", None)
-        if name not in LOSSES:
-            raise ValueError(f"loss term {term!r}: unknown loss name {name!r}; choose from {sorted(LOSSES)}")
-        weight = _check_weight(str(term), kwargs.pop("weight", 1.0))
-        cls = LOSSES[name]
-        try:
-            inspect.signature(cls).bind(**kwargs)
-        except TypeError as err:
-            allowed = [p for p in inspect.signature(cls).parameters]
-            raise ValueError(
-                f"loss term {term!r}: bad arguments {sorted(kwargs)} for {name} (accepts {allowed}): {err}"
-            ) from None
-        terms[str(term)] = (cls(**kwargs), weight)
-    return LossSuite(terms)

@@ -7,29 +7,35 @@
 `embed_audio` / `embed_text` are the differentiable batch-level calls the trainer uses;
 `encode_audio` / `encode_text` are the user-facing, no-grad calls that also take files,
 ragged lists and raw strings. Saving is a folder: config.json, model.safetensors and the
-tokenizer files (never pickle).
+tokenizer files and a model card (never pickle). Saving, loading (folders and hub ids, at any
+revision) and `push_to_hub` are huggingface_hub's `PyTorchModelHubMixin`; clsp only says which files
+make a folder (`_save_pretrained`, `_from_pretrained`) and what the card shows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
+from clsp.atomic import write_atomic
 from clsp.audio import build_audio_tower
+from clsp.audio_io import decode, resample
 from clsp.config import CLSPConfig
-from clsp.text import TextTower, Tokens, load_tokenizer, tokenize
+from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
+from clsp.text import TextTower
+from clsp.tokenizer import Tokens, load_tokenizer, tokenize
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # Buffers that older/newer transformers versions add or drop; never a reason to fail a load.
 _IGNORABLE_KEYS = ("position_ids", "token_type_ids")
 
@@ -48,7 +54,43 @@ def projection_head(in_dim: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
 
-class CLSPModel(nn.Module):
+# The card huggingface_hub writes as README.md (a Jinja template; `card_data` is the YAML header).
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A contrastive language-audio dual encoder saved by clsp: {{ summary }}.
+
+```python
+from clsp import CLSPModel
+
+model = CLSPModel.from_pretrained("<this folder or hub id>")
+a = model.encode_audio(["dog.wav", "rain.flac"])          # [2, {{ dim }}], L2-normalised
+t = model.encode_text(["a dog barks", "rain on a roof"])  # [2, {{ dim }}]
+scores = model.similarity(a, t)
+```
+{% if results_table %}
+## Evaluation
+
+{{ results_table }}
+{% endif %}
+## Config
+
+```json
+{{ config_json }}
+```
+"""
+
+
+class CLSPModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="clsp",
+    tags=["audio", "contrastive", "clap", "clsp"],
+    model_card_template=MODEL_CARD,
+):
     def __init__(self, config: CLSPConfig, tokenizer=None):
         super().__init__()
         self.audio = build_audio_tower(config.audio)
@@ -152,21 +194,55 @@ class CLSPModel(nn.Module):
         return F.normalize(audio_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
 
     # ------------------------------------------------------------ save / load
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write config.json, model.safetensors and the tokenizer files to `path` (atomically per file)."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        results: Mapping | None = None,
+        model_card_kwargs: dict | None = None,
+        **kwargs,
+    ) -> str | None:
+        """Write config.json, model.safetensors, the tokenizer files and README.md (the model card)
+        to `save_directory`, each file atomically. `results` (e.g. a run's results.json) adds an
+        evaluation table to the card. Other arguments (`push_to_hub=True`, `repo_id`) are
+        huggingface_hub's."""
+        card_kwargs = dict(model_card_kwargs or {})
+        if results is not None:
+            card_kwargs["results"] = results
+        # Written before the mixin's save, which keeps an existing card (a stale one would describe old weights).
+        self.save_model_card(save_directory, **card_kwargs)
+        return super().save_pretrained(save_directory, model_card_kwargs=card_kwargs, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         config = self.portable_config()
-        tmp = path / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps({"clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2))
-        os.replace(tmp, path / CONFIG_NAME)
+        text = json.dumps({"clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
+        write_atomic(save_directory / CONFIG_NAME, lambda tmp: tmp.write_text(text))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = path / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path / WEIGHTS_NAME)
-        self.tokenizer.save_pretrained(str(path))
+        write_atomic(save_directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        self.tokenizer.save_pretrained(str(save_directory))
+
+    def save_model_card(self, save_directory: str | os.PathLike, **card_kwargs) -> None:
+        """(Re)write README.md in a saved folder, e.g. once the run's evaluation `results` exist."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        card = str(self.generate_model_card(**card_kwargs))
+        write_atomic(folder / CARD_NAME, lambda tmp: tmp.write_text(card))
+
+    def generate_model_card(self, results: Mapping | None = None, **kwargs) -> ModelCard:
+        """The model card: the towers, a usage example, the evaluation table (given `results`) and the config."""
+        cfg = self.config
+        text_name = cfg.text.pretrained or cfg.text.hf_config.get("model_type", "text encoder")
+        return super().generate_model_card(
+            title=f"clsp {cfg.audio.tower} + {text_name}",
+            summary=(f"{cfg.audio.tower} audio tower at {cfg.audio.sample_rate} Hz, {text_name} text tower, "
+                     f"{cfg.head.dim}-d joint space"),
+            dim=cfg.head.dim,
+            results_table=results_table(results) if results else "",
+            config_json=json.dumps(cfg.to_dict(), indent=2),
+            **kwargs,
+        )
 
     def portable_config(self) -> CLSPConfig:
         """This model's config with both towers' full transformers configs inlined, so a saved
@@ -177,23 +253,43 @@ class CLSPModel(nn.Module):
         return CLSPConfig.from_dict(d)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides) -> CLSPModel:
-        """Load a folder written by `save_pretrained`, or a hub id holding one.
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides,
+    ) -> CLSPModel:
+        """Load a folder written by `save_pretrained`, or a hub id holding one (at `revision`).
 
         A transformers-format CLAP checkpoint (config model_type 'clap') is imported
         through `from_clap`. `overrides` set config fields, e.g. `audio={"truncation": "fusion"}`.
         """
-        folder = _resolve(name_or_path)
-        raw = _read_config(folder)
+        # The whole folder (tokenizer files included) is fetched here; the mixin then reads it locally.
+        folder = resolve_folder(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                force_download=force_download, local_files_only=local_files_only, token=token)
+        read_config(folder)  # a clear error for a folder without config.json, before the mixin only warns
+        return super().from_pretrained(folder, revision=revision, **overrides)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, config: dict | None = None, revision=None, cache_dir=None,
+                         force_download=False, local_files_only=False, token=None, **overrides) -> CLSPModel:
+        # `model_id` is the local folder from_pretrained resolved, `config` its config.json; the hub
+        # arguments were used there already.
+        folder = Path(model_id)
+        raw = config if config is not None else read_config(folder)
         if raw.get("model_type") == "clap":
             return cls.from_clap(folder)
         if "clsp_config" not in raw:
-            raise ValueError(f"{name_or_path} is not a clsp model: {CONFIG_NAME} has no 'clsp_config'")
+            raise ValueError(f"{folder} is not a clsp model: {CONFIG_NAME} has no 'clsp_config'")
         data = raw["clsp_config"]
         for section, values in overrides.items():
             data.setdefault(section, {}).update(values)
-        config = CLSPConfig.from_dict(data)
-        model = cls(config, tokenizer=_load_folder_tokenizer(folder))
+        model = cls(CLSPConfig.from_dict(data), tokenizer=_load_folder_tokenizer(folder))
         model.load_weights(folder / WEIGHTS_NAME)
         return model.eval()
 
@@ -227,33 +323,14 @@ class CLSPModel(nn.Module):
         Embeddings then equal `ClapModel.get_audio_features` / `get_text_features` after L2
         normalisation for the same weights and waveform.
         """
-        from clsp.convert.clap import import_clap
+        from clsp.clap import import_clap
 
-        return import_clap(cls, _resolve(name_or_path))
-
-
-def load_model(spec: str | os.PathLike) -> CLSPModel:
-    """Any model reference: a clsp folder or hub id, 'clap:<path or hub id>', a training checkpoint
-    (.ckpt), or a released LAION-CLAP / WavCaps checkpoint (.pt/.pth, converted on the fly)."""
-    spec = str(spec)
-    if spec.startswith("clap:"):
-        return CLSPModel.from_clap(spec[len("clap:") :])
-    if spec.endswith((".pt", ".pth")):
-        from clsp.convert import load_source
-
-        return load_source(spec)
-    if spec.endswith(".ckpt"):
-        from clsp.training.checkpoint import model_from_checkpoint
-
-        return model_from_checkpoint(spec)
-    return CLSPModel.from_pretrained(spec)
+        return import_clap(cls, resolve_folder(name_or_path))
 
 
 # ---------------------------------------------------------------- helpers
 def load_clips(audio, sample_rate: int | None, target_rate: int) -> list[np.ndarray]:
     """Normalise every accepted audio input to a list of 1-D float32 arrays at `target_rate`."""
-    from clsp.data.audio_io import decode, resample
-
     if isinstance(audio, (str, os.PathLike)):
         audio = [audio]
     if isinstance(audio, torch.Tensor):
@@ -300,32 +377,19 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     return Embeddings(embeds, tokens, mask)
 
 
-def _resolve(name_or_path: str | os.PathLike) -> Path:
-    """A local folder as is; anything else is a hub id fetched with huggingface_hub."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(f"{path} is a file, not a model folder")
-    name = str(name_or_path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"model folder not found: {name}")
-    from huggingface_hub import snapshot_download
+def results_table(results: Mapping) -> str:
+    """Every number in a (nested) results dict as a two-column Markdown table, e.g. `test / t2a_R@1`."""
+    rows = []
 
-    try:
-        return Path(snapshot_download(name))
-    except Exception as exc:
-        raise FileNotFoundError(f"{name} is neither a local model folder nor a reachable hub id: {exc}") from exc
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix} / {key}" if prefix else str(key), inner)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            rows.append(f"| {prefix} | {value:.4g} |")
 
-
-def _read_config(folder: Path) -> dict:
-    file = folder / CONFIG_NAME
-    if not file.exists():
-        raise FileNotFoundError(f"{folder} is not a model folder: no {CONFIG_NAME}")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{file} is not valid JSON: {exc}") from exc
+    walk("", results)
+    return "\n".join(["| result | value |", "|---|---|", *rows]) if rows else ""
 
 
 def _load_folder_tokenizer(folder: Path):

@@ -1,7 +1,8 @@
-"""Where the packaged Hydra configs and recipes live.
+"""Where the Hydra configs and recipes live.
 
-`configs/` and `recipes/` sit at the top of the repository; the package links to them
-(`clsp/configs`, `clsp/recipes`), so a wheel ships copies and a checkout reads them live.
+`configs/` and `recipes/` sit at the top of the repository. A wheel installs them inside the
+package (`clsp/configs`, `clsp/recipes`, mapped by `[tool.setuptools.package-dir]` in
+pyproject.toml, no links); a checkout reads the top-level folders live.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from typing import Any
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def _find(name: str) -> Path:
+    """<package>/<name> in an installed wheel, else <checkout>/<name>."""
+    installed = _PACKAGE / name
+    return installed if installed.is_dir() else _PACKAGE.parent / name
+
+
 def config_dir() -> Path:
-    return _PACKAGE / "configs"
+    return _find("configs")
 
 
 def recipe_dir() -> Path:
-    return _PACKAGE / "recipes"
+    return _find("recipes")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from clsp import audio_io
 from clsp.atomic import atomic_path, write_json_atomic, write_text_atomic
-from clsp.data import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 from clsp.data.sources import Job, fcaps_jobs, fusionaudio_jobs, table_jobs
 from clsp.data.writer import SIZES_FILE, ShardWriter, read_sizes

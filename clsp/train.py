@@ -3,6 +3,7 @@
     python -m clsp.train recipe=demo                       # offline, CPU, minutes
     python -m clsp.train recipe=fusionaudio data.train='/data/fa/train-{000000..000511}.tar' trainer.devices=8
     python -m clsp.train recipe=demo resume=latest         # continue the newest demo run
+    python -m clsp.train recipe=demo --print-config        # the resolved config (YAML), then exit
     python -m clsp.train --recipes                         # list recipes
 """
 
@@ -27,12 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--recipes":
         print("\n".join(available_recipes()))
         return 0
+    print_config = "--print-config" in argv
+    argv = [a for a in argv if a != "--print-config"]
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ConfigError(f"arguments must be key=value overrides, got {' '.join(bad)!r}",
                           "e.g. python -m clsp.train recipe=demo optim.lr=1e-4 (--recipes lists the recipes)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = compose_config(argv)  # types and ranges checked here, before any model or data is built
+    if print_config:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg), end="")
+        return 0
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda"):
         import torch

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from clsp import CLSPModel
-from clsp.model import load_model
+from clsp.loading import load_model
 from clsp.tiny import tiny_tokenizer
 
 

@@ -65,7 +65,7 @@ ROWS = [
         ("model.audio.pretrained='no-such-org/whisper-x'",)),
     Row("train-audio-folder", "train", [*FAST, "model.audio.pretrained={d}"], 2, ("model.audio.pretrained=", "folder")),
     Row("train-misspelt-key", "train", [*FAST, "model.audio.pretrianed=x"], 2,
-        ("model.audio.pretrianed", "+model.audio.pretrianed=x")),
+        ("model.audio.pretrianed", "did you mean model.audio.pretrained")),
     Row("train-unknown-choice", "train", [*FAST, "model=nope"], 2, ("model/nope", "tiny_whisper")),
     Row("train-unparsable", "train", [*FAST, "optim.betas=[0.9,"], 2, ("[0.9,",)),
     Row("train-gpu-without-gpu", "train", [*FAST[:3], "trainer=gpu", *FAST[4:]], 2, ("trainer.accelerator=gpu",),

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from clsp import CLSPConfig, CLSPModel
-from clsp.model import load_model
+from clsp.loading import load_model
 
 
 @pytest.fixture(scope="module")

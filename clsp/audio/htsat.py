@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,19 +39,22 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
     from transformers import ClapAudioConfig, ClapAudioModel, ClapModel
 
     from clsp.errors import UserError, pretrained_error
-    from clsp.model import CONFIG_NAME, WEIGHTS_NAME, _read_config, _resolve
+    from clsp.folders import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
 
+    local = str(cfg.pretrained).startswith((".", "/", "~")) or Path(cfg.pretrained).exists()
     try:
-        folder = _resolve(cfg.pretrained)
+        folder = resolve_folder(cfg.pretrained)
     except (FileNotFoundError, ValueError) as exc:
-        raise pretrained_error("model.audio.pretrained", str(cfg.pretrained), exc) from None
+        if not local:  # a hub id that could not be fetched
+            raise pretrained_error("model.audio.pretrained", str(cfg.pretrained), exc) from None
+        folder = Path(cfg.pretrained)
     try:
-        raw = _read_config(folder)
+        raw = read_config(folder)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"model.audio.pretrained: {exc}", "pass a folder written by python -m clsp.convert (htsat, laion "
                         "or wavcaps), a clsp model folder or a transformers CLAP folder") from None
     if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in preprocessor_config.json
-        from clsp.convert.clap import clap_config_to_clsp
+        from clsp.clap import clap_config_to_clsp
 
         clap = ClapModel.from_pretrained(str(folder))
         pre = folder / "preprocessor_config.json"

@@ -6,7 +6,7 @@
     convert_htsat("HTSAT_AudioSet_Saved_1.ckpt", "models/htsat-audioset")   # -> an audio tower folder
     model = load_source("630k-best.pt")    # any LAION-CLAP / WavCaps .pt, family read off the keys
 
-One module per source (laion, wavcaps, htsat, clap for transformers-format folders); the shared
+One module per source (laion, wavcaps, htsat; transformers-format CLAP folders are clsp.clap); the shared
 safe loader and key accounting live in clsp.convert.checkpoint. CLI: `python -m clsp.convert`.
 """
 

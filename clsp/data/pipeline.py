@@ -64,7 +64,7 @@ from clsp.data.reader import (
     probe_seconds,
     shard_sizes,
 )
-from clsp.text import tokenize
+from clsp.tokenizer import tokenize
 
 CAPTION_POLICIES = ("short", "long", "both", "random")
 CROPS = ("random", "start", "none")
@@ -96,7 +96,6 @@ class DataConfig:
     world_size: int = 1
     max_failure_rate: float | None = 0.1
     drop_last: bool = False
-    resample_quality: str = "HQ"
     pin_memory: bool = False
 
     def __post_init__(self) -> None:
@@ -187,7 +186,7 @@ def collate(
     """One Batch from decoded samples and their chosen captions (primary first per sample).
 
     Audio is zero padded to the longest clip with one pad_sequence; all captions (and negatives)
-    are tokenised in one call (clsp.text.tokenize), padded to the longest, truncated at max_text_length.
+    are tokenised in one call (clsp.tokenizer.tokenize), padded to the longest, truncated at max_text_length.
     """
     b = len(samples)
     if b == 0:
@@ -342,18 +341,23 @@ class ShardDataset(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def __iter__(self) -> Iterator[Batch]:
-        if self.config.bucketing:
-            yield from self._iter_bucketed()
-            return
+    def _reader_state(self) -> tuple[int, int, random.Random, SkipCounter, object]:
+        """(this reader's index, readers in all, its seeded rng, a fresh skip counter, the attribute flipper)."""
         cfg = self.config
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         readers = cfg.world_size * workers
         reader = cfg.rank * workers + worker
         rng = random.Random(_mix(cfg.seed, self.epoch, reader, 1))
-        counter = SkipCounter(cfg.max_failure_rate)
         flip = _flip_attribute() if cfg.hard_negatives else None
+        return reader, readers, rng, SkipCounter(cfg.max_failure_rate), flip
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.config.bucketing:
+            yield from self._iter_bucketed()
+            return
+        cfg = self.config
+        reader, readers, rng, counter, flip = self._reader_state()
         limit = None if cfg.epoch_mode else self._samples_per_reader(readers)
 
         samples, chosen, negatives = [], [], []
@@ -372,13 +376,7 @@ class ShardDataset(IterableDataset):
 
     def _iter_bucketed(self) -> Iterator[Batch]:
         cfg = self.config
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        readers = cfg.world_size * workers
-        reader = cfg.rank * workers + worker
-        rng = random.Random(_mix(cfg.seed, self.epoch, reader, 1))
-        counter = SkipCounter(cfg.max_failure_rate)
-        flip = _flip_attribute() if cfg.hard_negatives else None
+        reader, readers, rng, counter, flip = self._reader_state()
         # Resampled mode: a fixed number of batches per reader, whatever each holds, so ranks stay even.
         limit = None if cfg.epoch_mode else self._samples_per_reader(readers) // cfg.batch_size
         produced = 0

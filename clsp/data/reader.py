@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from clsp.data import audio_io
+from clsp import audio_io
 from clsp.data.schema import AUDIO_EXTENSIONS, CaptionError, require_captions
 from clsp.errors import DataFailure
 

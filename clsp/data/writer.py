@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from clsp import audio_io
 from clsp.atomic import write_json_atomic
-from clsp.data import audio_io
 from clsp.data.schema import KeyAllocator, canonical_meta
 
 SIZES_FILE = "sizes.json"

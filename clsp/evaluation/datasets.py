@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsp.data.audio_io import AudioDecodeError, audio_info, decode
+from clsp.audio_io import AudioDecodeError, audio_info, decode
 from clsp.data.schema import cell_texts
 from clsp.data.table import AUDIO_COLUMNS, read_table, table_columns
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clsp.data.audio_io import AudioDecodeError, audio_info
+from clsp.audio_io import AudioDecodeError, audio_info
 from clsp.data.table import read_table
 from clsp.errors import UserError
 from clsp.evaluation.datasets import Clip

@@ -1,12 +1,14 @@
 """Compose a run's config from configs/ + a recipe + command-line overrides, with one-line errors.
 
-The types and ranges of the values that would otherwise fail deep inside torch or Lightning
-(`optim.lr=abc`, `trainer.devices=0`) are checked here, from the `CHECKS` table, before any model
-or data is built.
+Which keys exist is the schema's business (`clsp.training.schema`, merged first): a misspelt key is
+reported with its close matches. The types and ranges of the values that would otherwise fail deep
+inside torch or Lightning (`optim.lr=abc`, `trainer.devices=0`) are checked here, from the `CHECKS`
+table, before any model or data is built.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable
@@ -72,14 +74,13 @@ _PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true
 # Config keys whose values are checked when the config is composed. A key the config lacks is skipped.
 CHECKS: dict[str, Check] = {
     "run.seed": Check(int, ge=0),
-    "optim.name": Check(str, choices=("adamw", "adam")),
     "optim.lr": Check(float, gt=0, example="optim.lr=1e-4"),
     "optim.tower_lr": Check(float, gt=0, null=True, example="optim.tower_lr=1e-5"),
     "optim.weight_decay": Check(float, ge=0),
-    "optim.eps": Check(float, gt=0),
-    "optim.warmup_steps": Check(int, ge=0),
-    "optim.schedule": Check(str, choices=("cosine", "constant")),
-    "optim.min_lr_ratio": Check(float, ge=0, le=1),
+    "optim.optimizer.eps": Check(float, gt=0),
+    "optim.scheduler.warmup_steps": Check(int, ge=0),
+    "optim.scheduler.schedule": Check(str, choices=("cosine", "constant")),
+    "optim.scheduler.min_lr_ratio": Check(float, ge=0, le=1),
     "trainer.accelerator": Check(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")),
     "trainer.devices": Check(int, ge=1, other=_device_ids, example="trainer.devices=1 (or auto, -1 = all, 0,1)"),
     "trainer.num_nodes": Check(int, ge=1),
@@ -94,7 +95,7 @@ CHECKS: dict[str, Check] = {
     "trainer.checkpoint_every_n_steps": Check(int, ge=1),
     "trainer.ema_decay": Check(float, gt=0, lt=1, null=True, example="trainer.ema_decay=0.999"),
     "trainer.compile": Check(bool),
-    "trainer.progress_bar": Check(bool),
+    "trainer.enable_progress_bar": Check(bool),
     "data.batch_size": Check(int, ge=1),
     "data.num_workers": Check(int, ge=0),
     "data.shuffle_buffer": Check(int, ge=0),
@@ -107,9 +108,6 @@ CHECKS: dict[str, Check] = {
     "model.audio.max_seconds": Check(float, gt=0),
     "model.text.max_length": Check(int, ge=2),
     "model.head.dim": Check(int, ge=1),
-    "caption_schedule.p_start": Check(float, ge=0, le=1),
-    "caption_schedule.p_end": Check(float, ge=0, le=1),
-    "caption_schedule.ramp_steps": Check(int, ge=0),
 }
 
 
@@ -201,6 +199,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
     for item in overrides:
         if item.startswith("recipe=") and item.split("=", 1)[1] not in available_recipes():
             raise ConfigError(f"unknown recipe {item.split('=', 1)[1]!r}; choose one of {available_recipes()}")
+    from clsp.training.schema import register
+
+    register()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="clsp"):
@@ -222,6 +223,9 @@ def _hydra_error(exc: Exception) -> ConfigError:
     """Hydra's multi-line message as one line: the problem, then its own hint or the choices."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     message = lines[0] if lines else type(exc).__name__
+    schema = _schema_error(exc)
+    if schema is not None:
+        return schema
     if "Could not find" in message:  # an unknown group choice: list the available ones
         options = [ln for ln in lines[1:] if not ln.startswith(("Available", "Config search", "provider="))]
         return ConfigError(f"bad override: {message}", f"choose one of {', '.join(options)}" if options else None)
@@ -229,3 +233,35 @@ def _hydra_error(exc: Exception) -> ConfigError:
         hint = " ".join(lines[1:]).replace("To append to your config use", "check the spelling, or to add a new key use")
         return ConfigError(f"bad override: {message.rstrip('.')}", hint or None)
     return ConfigError(message, " ".join(lines[1:]) or None)
+
+
+def _schema_error(exc: Exception) -> ConfigError | None:
+    """A key the schema lacks (with the close matches) or a value of the wrong type, from OmegaConf's error
+    (raised directly, or as the cause of Hydra's override error); None for other errors."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = exc
+    while cause is not None and not isinstance(cause, (ConfigKeyError, ConfigAttributeError, ValidationError)):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    full_key = str(getattr(cause, "full_key", "") or "")
+    if isinstance(cause, ValidationError):
+        check = CHECKS.get(full_key)
+        value = getattr(cause, "value", None) if hasattr(cause, "value") else None
+        first = str(cause).splitlines()[0].strip()
+        what = f"{full_key}={value!r} is not valid" if value is not None else f"{full_key}: {first}"
+        return ConfigError(what, f"give {check.describe()}" if check else first)
+    key = getattr(cause, "key", None) or full_key.rsplit(".", 1)[-1]
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    node = getattr(cause, "parent_node", None) or getattr(cause, "object", None)
+    known: list[str] = []
+    try:
+        known = [str(k) for k in node.keys()] if node is not None else []
+    except Exception:  # noqa: BLE001 - the hint is optional
+        known = []
+    close = difflib.get_close_matches(str(key), known, n=3)
+    where = f" in {parent}" if parent else ""
+    todo = (f"did you mean {', '.join((parent + '.' if parent else '') + c for c in close)}?" if close
+            else f"known keys{where}: {', '.join(known)}" if known else "check the spelling")
+    return ConfigError(f"unknown config key {full_key or key!r}", todo)

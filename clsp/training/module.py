@@ -7,6 +7,7 @@ EMA lives in a callback (`clsp.training.callbacks.EMA`), which swaps the average
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Mapping
@@ -19,9 +20,11 @@ from clsp import checks
 from clsp.data.batch import Batch
 from clsp.evaluation.metrics import retrieval_metrics
 from clsp.evaluation.retrieval import with_mean_map
-from clsp.losses import ContrastiveOutputs, LossSuite, MultiPositiveSchedule
+from clsp.losses import ContrastiveOutputs, LossSuite
 from clsp.model import CLSPModel
-from clsp.training.optim import build_optimizer, param_groups, warmup_cosine
+from clsp.training.optim import build_optimizer, build_scheduler
+from clsp.training.schedule import MultiPositiveSchedule
+from clsp.training.schema import OptimSettings
 
 
 class CLSPTrainingModule(L.LightningModule):
@@ -31,19 +34,18 @@ class CLSPTrainingModule(L.LightningModule):
         losses: LossSuite,
         optim: Mapping[str, Any],
         *,
-        caption_schedule: Mapping[str, Any] | None = None,
+        caption_schedule: MultiPositiveSchedule | None = None,
         pretrained_prefixes: tuple[str, ...] = (),
         seed: int = 0,
     ):
         super().__init__()
         self.model = model
         self.losses = losses
-        self.optim_cfg = dict(optim)
+        self.optim_cfg = {**dataclasses.asdict(OptimSettings()), **optim}  # unset keys: the schema's defaults
         self.pretrained_prefixes = pretrained_prefixes
         self.seed = seed
-        self.schedule = MultiPositiveSchedule(**caption_schedule) if (
-            caption_schedule is not None and losses.needs_all_captions
-        ) else None
+        # Which captions each step pairs, for a loss that takes all of a clip's captions.
+        self.schedule = (caption_schedule or MultiPositiveSchedule()) if losses.needs_all_captions else None
         # Data-side counters summed over the run (logged, and shown in the progress bar).
         self.skipped: dict[str, int] = {}
         self.truncated = 0
@@ -196,20 +198,8 @@ class CLSPTrainingModule(L.LightningModule):
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self):
-        cfg = self.optim_cfg
-        tower_lr = cfg.get("tower_lr")
-        groups = param_groups(
-            self.model,
-            lr=float(cfg["lr"]),
-            weight_decay=float(cfg.get("weight_decay", 0.0)),
-            tower_lr=None if tower_lr is None else float(tower_lr),
-            pretrained_prefixes=self.pretrained_prefixes,
-        )
-        optimizer = build_optimizer(groups, cfg)
-        total = int(self.trainer.estimated_stepping_batches)
-        factor = warmup_cosine(int(cfg.get("warmup_steps", 0)), total, float(cfg.get("min_lr_ratio", 0.0)),
-                               str(cfg.get("schedule", "cosine")))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        optimizer = build_optimizer(self.model, self.optim_cfg, self.pretrained_prefixes)
+        scheduler = build_scheduler(optimizer, self.optim_cfg, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------- checkpoints

@@ -1,5 +1,9 @@
 """Optimizer parameter groups and the learning-rate schedule.
 
+The optimizer and scheduler classes come from `optim.optimizer` / `optim.scheduler` (`_target_`
+entries); this file decides which parameters decay and at which rate (the groups) and holds the
+warmup + cosine schedule LAION-CLAP and CLSP use.
+
 Weight decay never touches biases, norms or the contrastive scales (every parameter with
 fewer than two dimensions, plus logit_scale / logit_bias). Pretrained towers can train at
 `tower_lr` while new heads and randomly initialised parts use `lr`.
@@ -13,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from clsp.training.components import call, instantiate
 
 _NO_DECAY_NAMES = ("logit_scale", "logit_bias")
 
@@ -42,18 +48,31 @@ def param_groups(
     return out
 
 
-def build_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    name = str(cfg.get("name", "adamw")).lower()
-    kwargs = dict(betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=float(cfg.get("eps", 1e-8)))
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=float(cfg["lr"]), **kwargs)
-    if name == "adam":
-        # Plain Adam takes weight decay as L2 in the gradient; LAION-CLAP runs it with 0.
-        return torch.optim.Adam(groups, lr=float(cfg["lr"]), **kwargs)
-    raise ValueError(f"unknown optimizer {name!r}; choose 'adamw' or 'adam'")
+def build_optimizer(model: nn.Module, optim: Mapping[str, Any],
+                    pretrained_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:
+    """`optim.optimizer` (a `_target_` class such as torch.optim.AdamW) over the parameter groups."""
+    tower_lr = optim.get("tower_lr")
+    groups = param_groups(model, lr=float(optim["lr"]), weight_decay=float(optim.get("weight_decay", 0.0)),
+                          tower_lr=None if tower_lr is None else float(tower_lr),
+                          pretrained_prefixes=pretrained_prefixes)
+    factory = instantiate(optim["optimizer"], "optim.optimizer", partial=True)
+    return call(factory, "optim.optimizer", groups, lr=float(optim["lr"]))
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0, schedule: str = "cosine"):
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: Mapping[str, Any], total_steps: int):
+    """`optim.scheduler` (a `_target_` callable taking the optimizer and total_steps), stepped per step."""
+    factory = instantiate(optim["scheduler"], "optim.scheduler", partial=True)
+    return call(factory, "optim.scheduler", optimizer, total_steps=total_steps)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                  schedule: str = "cosine", min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr_ratio` x lr (or constant)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(int(warmup_steps), int(total_steps),
+                                                                  float(min_lr_ratio), str(schedule)))
+
+
+def lr_factor(warmup_steps: int, total_steps: int, min_ratio: float = 0.0, schedule: str = "cosine"):
     """Multiplier of the base lr at each step: linear warmup, then cosine decay (or constant)."""
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown lr schedule {schedule!r}; choose 'cosine' or 'constant'")

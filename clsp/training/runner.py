@@ -69,7 +69,8 @@ def prepare_data(cfg: DictConfig) -> None:
 def build_model(cfg: DictConfig):
     """(model, pretrained parameter prefixes) from run.init_from or the model config."""
     from clsp.config import CLSPConfig
-    from clsp.model import CLSPModel, load_model
+    from clsp.loading import load_model
+    from clsp.model import CLSPModel
 
     if cfg.run.get("init_from"):
         try:
@@ -89,47 +90,31 @@ def build_model(cfg: DictConfig):
     return model, prefixes
 
 
-def _loggers(cfg: DictConfig, folder: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    log = cfg.logger
-    out: list = []
-    if log.get("csv", True):
-        out.append(CSVLogger(save_dir=str(folder), name="", version=""))
-    if log.get("tensorboard"):
-        out.append(TensorBoardLogger(save_dir=str(folder), name="tensorboard", version=""))
-    if log.get("wandb"):
-        from lightning.pytorch.loggers import WandbLogger
-
-        out.append(WandbLogger(project=log.wandb_project, name=folder.name, save_dir=str(folder),
-                               offline=bool(log.get("wandb_offline"))))
-    return out
-
-
 def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
+    """A Lightning Trainer from `trainer:` (its keys are Trainer arguments, bar `CLSP_ONLY`), with the
+    `logger:` entries and the callbacks (checkpoints, EMA, any `trainer.callbacks` entries)."""
     import lightning as L
 
     from clsp.training.callbacks import EMA, checkpoint_callbacks
+    from clsp.training.components import instantiate
+    from clsp.training.schema import CLSP_ONLY
 
-    t = cfg.trainer
-    callbacks: list = checkpoint_callbacks(folder / "checkpoints", int(t.checkpoint_every_n_steps), has_val)
-    if t.ema_decay:
-        callbacks.append(EMA(decay=float(t.ema_decay)))
-    kwargs: dict[str, Any] = dict(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, max_steps=int(t.max_steps) if t.max_steps is not None else -1,
-        max_epochs=t.max_epochs, log_every_n_steps=int(t.log_every_n_steps),
-        gradient_clip_val=t.gradient_clip_val, accumulate_grad_batches=int(t.accumulate_grad_batches),
-        enable_progress_bar=bool(t.progress_bar), num_sanity_val_steps=0,
-        use_distributed_sampler=False, default_root_dir=str(folder), logger=_loggers(cfg, folder),
-        callbacks=callbacks,
-    )
-    if has_val:
-        kwargs.update(val_check_interval=t.val_check_interval, check_val_every_n_epoch=t.check_val_every_n_epoch)
-    else:
-        kwargs.update(limit_val_batches=0)
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    callbacks: list = checkpoint_callbacks(folder / "checkpoints", int(t["checkpoint_every_n_steps"]), has_val)
+    if t["ema_decay"]:
+        callbacks.append(EMA(decay=float(t["ema_decay"])))
+    callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t["callbacks"].items()]
+    loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
+    kwargs: dict[str, Any] = {k: v for k, v in t.items() if k not in CLSP_ONLY}
+    if kwargs["max_steps"] is None:
+        kwargs["max_steps"] = -1  # Lightning's "no step limit"
+    if not has_val:
+        kwargs.pop("val_check_interval", None)
+        kwargs.pop("check_val_every_n_epoch", None)
+        kwargs["limit_val_batches"] = 0
     try:
-        return L.Trainer(**kwargs)
+        return L.Trainer(**kwargs, num_sanity_val_steps=0, use_distributed_sampler=False,
+                         default_root_dir=str(folder), logger=loggers, callbacks=callbacks)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from None
 
@@ -145,14 +130,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
-    from clsp.losses import build_losses
+    from clsp.training.components import build_losses
     from clsp.training.datamodule import CLSPDataModule
     from clsp.training.module import CLSPTrainingModule
 
-    try:
-        losses = build_losses(OmegaConf.to_container(cfg.loss, resolve=True))
-    except ValueError as exc:
-        raise ConfigError(f"loss: {exc}") from None
+    losses, caption_schedule = build_losses(cfg.loss)
     launch = detect()
     start_process_group(launch, str(cfg.trainer.accelerator))
 
@@ -179,7 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     module = CLSPTrainingModule(
         model, losses, OmegaConf.to_container(cfg.optim, resolve=True),
-        caption_schedule=OmegaConf.to_container(cfg.caption_schedule), pretrained_prefixes=prefixes,
+        caption_schedule=caption_schedule, pretrained_prefixes=prefixes,
         seed=int(cfg.run.seed),
     )
     if cfg.trainer.compile:
@@ -205,9 +187,9 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
     from clsp.data.reader import expand_urls
     from clsp.evaluation.datasets import iter_shard_clips
     from clsp.evaluation.retrieval import evaluate_retrieval, with_mean_map
+    from clsp.loading import model_from_checkpoint
     from clsp.model import CLSPModel
     from clsp.training.callbacks import BEST, LAST
-    from clsp.training.checkpoint import model_from_checkpoint
     from clsp.training.datamodule import val_captions
 
     checkpoints = folder / "checkpoints"
@@ -229,6 +211,7 @@ def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[st
         results["test_skipped"] = skipped
         results["chance"] = chance_levels(int(metrics["num_clips"]), int(metrics["num_captions"]))
         results["device"] = str(model.device)
+        model.save_model_card(folder / "model", results=results)  # the card now shows the test table
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
 

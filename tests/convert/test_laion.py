@@ -11,7 +11,7 @@ from convert_sources import laion_checkpoint
 from clsp import CLSPModel
 from clsp.convert import convert_laion
 from clsp.errors import UserError
-from clsp.model import load_model
+from clsp.loading import load_model
 from clsp.tiny import tiny_tokenizer
 
 

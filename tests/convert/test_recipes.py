@@ -10,7 +10,7 @@ from clsp import CLSPConfig, CLSPModel
 from clsp.convert import convert_htsat
 from clsp.data.pipeline import collate
 from clsp.errors import UserError
-from clsp.text import preprocess, tokenize
+from clsp.tokenizer import preprocess, tokenize
 from clsp.training.compose import compose_config
 from clsp.training.datamodule import loader_config
 from clsp.training.runner import build_model

@@ -16,7 +16,7 @@ from convert_sources import bert_tokenizer, wavcaps_checkpoint
 from clsp import CLSPModel
 from clsp.convert import convert_wavcaps
 from clsp.errors import UserError
-from clsp.model import load_model
+from clsp.loading import load_model
 
 
 def wavcaps_text_preprocess(sentence: str) -> str:

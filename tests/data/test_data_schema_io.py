@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from data_helpers import tone
 
-from clsp.data import audio_io
+from clsp import audio_io
 from clsp.data.reader import read_samples
 from clsp.data.schema import CaptionError, KeyAllocator, normalize_captions, require_captions, sanitize_key
 from clsp.data.writer import ShardWriter, read_sizes

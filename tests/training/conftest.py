@@ -19,7 +19,7 @@ def fast(demo_root, tmp_path):
     """Overrides for a few-step CPU run on the tiny corpus, writing under tmp_path."""
     return [
         "data.batch_size=16", "data.num_workers=0", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", f"run.output_dir={tmp_path}/runs",
+        "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", f"run.output_dir={tmp_path}/runs",
     ]
 
 

@@ -70,7 +70,7 @@ def test_torchrun_and_sharded_validation(demo, tmp_path):
 
 
 def _single_process_validation(run: Path) -> dict[str, float]:
-    from clsp.training.checkpoint import model_from_checkpoint
+    from clsp.loading import model_from_checkpoint
     from clsp.training.datamodule import CLSPDataModule
     from clsp.training.module import batches_retrieval, embed_batch
 

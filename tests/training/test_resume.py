@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from clsp.training.checkpoint import load_checkpoint
+from clsp.loading import load_checkpoint
 
 
 def _final_weights(run_root: Path) -> dict[str, torch.Tensor]:

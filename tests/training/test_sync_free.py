@@ -18,10 +18,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from clsp.config import CLSPConfig
 from clsp.data.pipeline import build_dataloader
-from clsp.losses import build_losses
 from clsp.model import CLSPModel
 from clsp.tiny import tiny_tokenizer
+from clsp.training.components import build_losses
 from clsp.training.module import CLSPTrainingModule
+from clsp.training.schedule import MultiPositiveSchedule
 
 STEP = 2  # counted step; earlier ones create optimizer state and caches
 
@@ -71,9 +72,9 @@ class _Fixed:
 
 
 LOSSES = {
-    "all_speech": {"global": {"name": "GlobalInfoNCE"}, "token": {"name": "TokenInfoNCE"},
-                   "multi": {"name": "MultiPositiveInfoNCE"}, "hard": {"name": "HardNegativeLoss", "weight": 0.2}},
-    "siglip": {"sig": {"name": "SigLIPLoss"}},
+    "all_speech": {"global": {"_target_": "clsp.losses.GlobalInfoNCE"}, "token": {"_target_": "clsp.losses.TokenInfoNCE"},
+                   "multi": {"_target_": "clsp.losses.MultiPositiveInfoNCE"}, "hard": {"_target_": "clsp.losses.HardNegativeLoss", "weight": 0.2}},
+    "siglip": {"sig": {"_target_": "clsp.losses.SigLIPLoss"}},
 }
 
 
@@ -87,8 +88,9 @@ def test_training_step_has_no_scalar_reads(demo_root, tower, losses):
                               caption_policy="both", hard_negatives=True, drop_last=True)
     batches = [b for _, b in zip(range(STEP + 2), loader)]
     torch.manual_seed(0)
-    module = CLSPTrainingModule(CLSPModel(config), build_losses(LOSSES[losses]), {"name": "adamw", "lr": 1e-3},
-                                caption_schedule={"p_start": 0.5, "p_end": 0.5, "ramp_steps": 10})
+    suite, _ = build_losses(LOSSES[losses])
+    module = CLSPTrainingModule(CLSPModel(config), suite, {"lr": 1e-3},
+                                caption_schedule=MultiPositiveSchedule(p_start=0.5, p_end=0.5, ramp_steps=10))
     counter = CountStep()
     trainer = L.Trainer(accelerator="cpu", max_steps=STEP + 1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,

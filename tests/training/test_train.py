@@ -28,6 +28,8 @@ def test_demo_recipe_runs_and_writes_everything(demo, tmp_path, capsys):
         assert (run / name).exists(), name
     results = json.loads((run / "results.json").read_text())
     assert results["test"]["num_clips"] == 32
+    card = (run / "model" / "README.md").read_text()  # the model card carries the run's test table
+    assert f"| test / t2a/R@1 | {results['test']['t2a/R@1']:.4g} |" in card and "library_name: clsp" in card
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss" in header and "val/mAP@10" in header and "train/logit_scale" in header
     model = CLSPModel.from_pretrained(run / "model")
@@ -113,7 +115,7 @@ def test_packaged_configs_found():
 
 
 def test_ema_and_tensorboard(demo, tmp_path):
-    from clsp.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from clsp.loading import load_checkpoint, model_from_checkpoint
 
     assert train_main(["recipe=demo", *demo, "trainer.ema_decay=0.5", "logger=tensorboard",
                        "run.final_eval=false"]) == 0

@@ -73,15 +73,16 @@ def gpu_step() -> None:
         return
     from torch.utils.flop_counter import FlopCounterMode
 
-    from clsp.losses import build_losses
+    from clsp.training.components import build_losses
     from clsp.training.module import CLSPTrainingModule
 
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = _fusionaudio_model().to(device).train()
-    losses = build_losses({"global": {"name": "GlobalInfoNCE"}, "token": {"name": "TokenInfoNCE", "weight": 0.5},
-                           "multipositive": {"name": "MultiPositiveInfoNCE", "weight": 0.5}})
-    module = CLSPTrainingModule(model, losses, {"name": "adamw", "lr": 1e-4})
+    losses, _ = build_losses({"global": {"_target_": "clsp.losses.GlobalInfoNCE"},
+                              "token": {"_target_": "clsp.losses.TokenInfoNCE", "weight": 0.5},
+                              "multipositive": {"_target_": "clsp.losses.MultiPositiveInfoNCE", "weight": 0.5}})
+    module = CLSPTrainingModule(model, losses, {"lr": 1e-4})
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     batch = _batch(model, device)
 

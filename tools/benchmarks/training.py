@@ -15,7 +15,7 @@ import time
 import torch
 
 from clsp.config import CLSPConfig
-from clsp.losses import GlobalInfoNCE, build_losses
+from clsp.losses import GlobalInfoNCE, LossSuite
 from clsp.model import CLSPModel
 
 STEPS, WARMUP, BATCH = 30, 5, 64
@@ -81,8 +81,9 @@ def _lightning(batches) -> float:
 
     torch.manual_seed(0)
     module = CLSPTrainingModule(CLSPModel(CLSPConfig.tiny("whisper")),
-                                build_losses({"global": {"name": "GlobalInfoNCE"}}),
-                                {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 5})
+                                LossSuite({"global": (GlobalInfoNCE(), 1.0)}),
+                                {"lr": 1e-3, "weight_decay": 0.01,
+                                 "scheduler": {"_target_": "clsp.training.optim.warmup_cosine", "warmup_steps": 5}})
     trainer = L.Trainer(accelerator="cpu", max_steps=len(batches), logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
                         limit_val_batches=0, callbacks=[Timer()])

@@ -1,5 +1,9 @@
 """Import a transformers-format CLAP checkpoint (HTSAT + RoBERTa-like text + heads + scales).
 
+`CLSPModel.from_clap` and the HTSAT tower (which can start from a transformers CLAP folder,
+`audio.pretrained`) both use this, so it sits below the model: it takes the model class as an
+argument instead of importing it.
+
 The transformers `ClapModel` keeps two scales (`logit_scale_a`, `logit_scale_t`); clsp has
 one, taken from the audio side. Feature-extraction settings come from the checkpoint's
 preprocessor_config.json, so the frontend sees audio exactly as the checkpoint was trained.
@@ -37,7 +41,6 @@ def clap_config_to_clsp(clap_config, preprocessor: dict, logit_scale: float | No
         "f_max": float(preprocessor.get("frequency_max", 14000.0)),
         "n_fft": int(preprocessor.get("fft_window_size", 1024)),
         "hop_length": int(preprocessor.get("hop_length", 480)),
-        "pooling": "default",
     }
     text = {"pretrained": None, "hf_config": text_hf, "tokenizer": None, "pooling": "pooler", "max_length": 77}
     # ClapConfig keeps the scale itself (1/0.07); its parameter, like clsp's, is the log.
