@@ -40,17 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m clsp.eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", action="append", required=True,
-                        help="model folder, hub id, clap:<path-or-id> or a training .ckpt (repeat to compare)")
+    # Options of every task, the suite included: which models, where results and the cache go, how to encode.
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--model", action="append", required=True,
+                     help="model folder, hub id, clap:<path-or-id> or a training .ckpt (repeat to compare)")
+    run.add_argument("--out", default=None, help="output folder (default eval/<task>, eval/suite-<name>)")
+    run.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/.cache)")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    run.add_argument("--batch-size", type=int, default=16, help="clips per encode_audio call")
+    run.add_argument("--device", default=None, help="move the model here (e.g. cuda, cpu)")
+
+    common = argparse.ArgumentParser(add_help=False, parents=[run])
     common.add_argument("--data", required=True, help="table (.csv/.tsv/.jsonl/.json), shards, or NAME:DIR")
     common.add_argument("--split", default=None, help="split of an official set (audiocaps: test/val; clotho: "
                         "evaluation/validation)")
-    common.add_argument("--out", default=None, help="output folder (default eval/<task>)")
-    common.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/.cache)")
-    common.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
-    common.add_argument("--batch-size", type=int, default=16, help="clips per encode_audio call")
-    common.add_argument("--device", default=None, help="move the model here (e.g. cuda, cpu)")
     common.add_argument("--audio-root", default=None, help="resolve relative audio paths here, not the table's folder")
     common.add_argument("--audio-column", default=None)
 
@@ -74,15 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = tasks.add_parser("score", parents=[common, pairs], help="cosine of every audio-caption pair")
     c.add_argument("--threshold", type=float, default=None, help="also write kept.jsonl / dropped.jsonl (e.g. 0.08)")
 
-    u = tasks.add_parser("suite", help="a named suite of official sets, with the published numbers beside")
+    u = tasks.add_parser("suite", parents=[run], help="a named suite of official sets, with the published numbers beside")
     u.add_argument("suite", choices=SUITE_NAMES, help="clap, clsp or fusionaudio")
-    u.add_argument("--model", action="append", required=True, help="model spec (repeat to compare)")
     u.add_argument("--root", required=True, help="folder holding the downloaded sets (any depth up to 2)")
-    u.add_argument("--out", default=None, help="output folder (default eval/suite-<name>)")
-    u.add_argument("--cache-dir", default=None, help="embedding cache (default <out>/.cache)")
-    u.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
-    u.add_argument("--batch-size", type=int, default=16, help="clips per encode_audio call")
-    u.add_argument("--device", default=None, help="move the model here (e.g. cuda, cpu)")
     u.add_argument("--ratings", default=None, help="style-ratings table (audio, description, score) for clsp")
     u.add_argument("--esc50-fold", default=None,
                    help="evaluate ESC-50 on this held-out fold only (for a model trained on the other folds)")

@@ -59,16 +59,12 @@ def laion(root: Path, base: bool) -> tuple[float, float]:
 
 
 def wavcaps(root: Path) -> tuple[float, float]:
-    from transformers import ClapFeatureExtractor
-
     cs.HTSAT.update(HTSAT_TINY)
     cs.TEXT.update(BASE_TEXT, vocab_size=30522)
     audio, bert, audio_proj, text_proj = cs.wavcaps_checkpoint(root / "w.pt", embed=1024, temp=0.0123)
     tok = cs.bert_tokenizer(root / "tok")
     model = convert_wavcaps(root / "w.pt", tokenizer=str(root / "tok"))
-    fe = ClapFeatureExtractor(sampling_rate=32000, hop_length=320, fft_window_size=1024, feature_size=64,
-                              frequency_min=50, frequency_max=14000, max_length_s=10, padding="pad",
-                              truncation="rand_trunc")
+    fe = cs.wavcaps_features()
     rng = np.random.default_rng(0)
     waves = [rng.normal(0, 0.1, 32000 * 4).astype(np.float32), rng.normal(0, 0.1, 320000).astype(np.float32)]
     ours = model.encode_audio(waves, sample_rate=32000)

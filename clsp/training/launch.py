@@ -33,14 +33,13 @@ from lightning.fabric.plugins.environments import (
 )
 
 from clsp.errors import UserError
-from clsp.training.compose import ConfigError
 
 T = TypeVar("T")
 
 # Set by the first process so that the processes Lightning's launcher starts use the same run folder.
 RUN_ID_VAR = "CLSP_RUN_ID"
 # Errors rank 0 hands to every rank (one line each); anything else is a bug and keeps its traceback.
-USER_ERRORS = (UserError, ConfigError)
+USER_ERRORS = (UserError,)  # ConfigError included
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def run_id(launch: Launch) -> str:
 def once(launch: Launch, work: Callable[[], T], *, fallback: Callable[[], T] | None = None) -> T:
     """Run `work` on rank 0 only and give its result (or its user error) to every process.
 
-    Other processes wait until rank 0 is done. A user error (`UserError`, `ConfigError`) raised by rank 0 is raised on every
+    Other processes wait until rank 0 is done. A user error (`UserError`, so `ConfigError` too) raised by rank 0 is raised on every
     rank, so a bad setting stops all of them with the same line instead of leaving them waiting.
     Processes started later by Lightning's launcher call `fallback` (rank 0 has finished by then).
     """
@@ -122,7 +121,7 @@ def once(launch: Launch, work: Callable[[], T], *, fallback: Callable[[], T] | N
             try:
                 box[0] = ("ok", work())
             except USER_ERRORS as exc:
-                box[0] = ("error", (type(exc), exc.args))
+                box[0] = ("error", (type(exc), exc.what, exc.todo))
                 dist.broadcast_object_list(box, src=0)
                 raise
             except BaseException as exc:  # a bug: rank 0 keeps its traceback, the others must not wait forever
@@ -132,8 +131,8 @@ def once(launch: Launch, work: Callable[[], T], *, fallback: Callable[[], T] | N
         dist.broadcast_object_list(box, src=0)
         kind, value = box[0]
         if kind == "error":
-            cls, args = value
-            raise cls(*args)
+            cls, what, todo = value  # rebuilt from its parts: the same one line on every rank
+            raise cls(what, todo)
         if kind == "crash":
             raise RuntimeError(f"rank 0 failed before training: {value}")
         return value

@@ -243,19 +243,15 @@ def embed_batch(model: CLSPModel, batch: Batch) -> tuple[torch.Tensor, torch.Ten
 
 def batches_retrieval(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """Retrieval metrics (both directions, percent) over embed_batch outputs, plus mean mAP@10."""
-    audio, text, owner, offset = [], [], [], 0
-    for a, t, c in parts:
-        audio.append(a)
-        text.append(t)
-        owner.append(c + offset)
-        offset += len(a)
-    out = with_mean_map(retrieval_metrics(torch.cat(audio), torch.cat(text), torch.cat(owner)))
-    out["n_clips"], out["n_captions"] = float(offset), float(sum(len(t) for t in text))
+    audio, text, owner = _concat(parts)
+    out = with_mean_map(retrieval_metrics(audio, text, owner))
+    out["n_clips"], out["n_captions"] = float(len(audio)), float(len(text))
     return out
 
 
-def _concat(parts: list, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """embed_batch outputs joined into one (audio, text, caption_to_clip) with clip indices offset."""
+def _concat(parts: list, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """embed_batch outputs joined into one (audio, text, caption_to_clip) with clip indices offset
+    (`dim`: the embedding width of the empty result when there are no parts)."""
     if not parts:
         return torch.zeros(0, dim), torch.zeros(0, dim), torch.zeros(0, dtype=torch.long)
     offsets = torch.cumsum(torch.tensor([0] + [len(a) for a, _, _ in parts[:-1]]), 0)

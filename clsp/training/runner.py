@@ -171,14 +171,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    results = finish(cfg, folder, module, datamodule, trainer.strategy.root_device)
+    results = finish(cfg, folder, module, trainer.strategy.root_device)
     for logger in trainer.loggers:  # Lightning leaves the W&B run open; an unfinished run loses its summary
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()
     return results
 
 
-def finish(cfg: DictConfig, folder: Path, module, datamodule, device) -> dict[str, Any]:
+def finish(cfg: DictConfig, folder: Path, module, device) -> dict[str, Any]:
     """Export the best (else the last) checkpoint's weights to <run>/model; evaluate that folder on
     data.test on the training device. Reading the checkpoint, not the live module, covers DeepSpeed
     (sharded weights, merged by the conversion) and EMA (the average) the same way."""

@@ -16,6 +16,16 @@ HTSAT = dict(patch_embeds_hidden_size=16, depths=[1, 2], num_attention_heads=[2,
              spec_size=256, num_mel_bins=64)
 TEXT = dict(vocab_size=1000, hidden_size=128, num_hidden_layers=1, num_attention_heads=2, intermediate_size=96)
 
+def wavcaps_features():
+    """The ASE audio frontend as transformers' ClapFeatureExtractor: 32 kHz, hop 320, 64 mels,
+    50-14000 Hz, clips zero-padded to 10 s (the independent path WavCaps conversions are checked against)."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(sampling_rate=32000, hop_length=320, fft_window_size=1024, feature_size=64,
+                                frequency_min=50, frequency_max=14000, max_length_s=10, padding="pad",
+                                truncation="rand_trunc")
+
+
 # transformers name -> original name, applied to whole dotted segments of audio keys.
 _AUDIO_RENAMES = [("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.output.dense", "attn.proj"),
                   ("attention.self.relative_position", "attn.relative_position"), ("intermediate.dense", "mlp.fc1"),

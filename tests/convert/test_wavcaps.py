@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from convert_sources import bert_tokenizer, wavcaps_checkpoint
+from convert_sources import bert_tokenizer, wavcaps_checkpoint, wavcaps_features
 
 from clsp import CLSPModel
 from clsp.convert import convert_wavcaps
@@ -36,14 +36,10 @@ def converted(tmp_path_factory):
 
 
 def test_wavcaps_audio_matches_ase(converted):
-    from transformers import ClapFeatureExtractor
-
     root, (audio, _, audio_proj, _) = converted
     model = CLSPModel.from_pretrained(root / "out")
     assert (model.sample_rate, model.config.audio.hop_length, model.config.audio.padding) == (32000, 320, "pad")
-    fe = ClapFeatureExtractor(sampling_rate=32000, hop_length=320, fft_window_size=1024, feature_size=64,
-                              frequency_min=50, frequency_max=14000, max_length_s=10, padding="pad",
-                              truncation="rand_trunc")
+    fe = wavcaps_features()
     rng = np.random.default_rng(1)
     waves = [rng.normal(0, 0.1, 32000 * 4).astype(np.float32), rng.normal(0, 0.1, 320000).astype(np.float32)]
     ours = model.encode_audio(waves, sample_rate=32000)

@@ -90,7 +90,7 @@ def test_zero_checkpoint_exports(stage, tmp_path):
 
     # The end-of-run export reads the same folder (no best.ckpt: the last one).
     cfg = OmegaConf.create({"data": {"test": None}, "run": {"final_eval": False}})
-    results = finish(cfg, run, SimpleNamespace(skipped={}, truncated=0), None, "cpu")
+    results = finish(cfg, run, SimpleNamespace(skipped={}, truncated=0), "cpu")
     assert results["weights"] == "final"
     final = CLSPModel.from_pretrained(run / "model").state_dict()
     for key in expected:

@@ -38,7 +38,7 @@ def test_results_json_equals_eval_retrieval_on_long_clips(tmp_path, preset, rate
     data = {"test": test, "val_caption_policy": "short", "batch_size": 3, "num_workers": 0}
     cfg = OmegaConf.create({"data": data, "run": {"final_eval": True}})
     run = tmp_path / "run"
-    results = finish(cfg, run, _Module(model), None, "cpu")
+    results = finish(cfg, run, _Module(model), "cpu")
     assert json.loads((run / "results.json").read_text())["test"] == results["test"]
 
     out = tmp_path / "eval"
