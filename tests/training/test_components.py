@@ -126,7 +126,7 @@ def test_print_config_prints_the_resolved_yaml(capsys):
     printed = OmegaConf.create(capsys.readouterr().out)
     assert printed.optim.lr == 3e-4 and printed.run.name == "fusionaudio"
     assert printed.loss.multipositive._target_ == "clsp.losses.MultiPositiveInfoNCE"
-    assert printed.logger.csv._target_ == "lightning.pytorch.loggers.CSVLogger"
+    assert printed.logger.csv._target_ == "clsp.training.loggers.ResumableCSVLogger"
 
 
 def test_trainer_loggers_and_callbacks_are_built_from_targets(tmp_path):
@@ -135,7 +135,7 @@ def test_trainer_loggers_and_callbacks_are_built_from_targets(tmp_path):
     cfg = compose_config(["recipe=demo", "logger=tensorboard", "trainer.max_steps=null", "trainer.max_epochs=2",
                           "+trainer.callbacks.lr={_target_:lightning.pytorch.callbacks.LearningRateMonitor}"])
     trainer = build_trainer(cfg, tmp_path, has_val=False)
-    assert [type(x).__name__ for x in trainer.loggers] == ["CSVLogger", "TensorBoardLogger"]
+    assert [type(x).__name__ for x in trainer.loggers] == ["ResumableCSVLogger", "TensorBoardLogger"]
     assert Path(trainer.loggers[0].log_dir) == tmp_path  # metrics.csv lands in the run folder
     assert any(type(c).__name__ == "LearningRateMonitor" for c in trainer.callbacks)
     assert (trainer.max_steps, trainer.max_epochs, trainer.limit_val_batches) == (-1, 2, 0)

@@ -1,9 +1,10 @@
 """A killed run resumed with resume=latest ends with the same weights as an uninterrupted one,
 with gradient accumulation and EMA (checkpoints are taken only on whole optimizer steps, and hold
-the step's clamp and EMA update)."""
+the step's clamp and EMA update), and with the same metrics.csv: each step's row once."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -25,6 +26,12 @@ def _final_weights(run_root: Path) -> dict[str, torch.Tensor]:
     out = {f"ema/{k}": v for k, v in state["state_dict"].items()}
     out |= {f"raw/{k}": v for k, v in state["current_model_state"].items()}
     return out | {f"export/{k}": v for k, v in load_file(exported).items()}
+
+
+def _metrics(run_root: Path) -> list[dict[str, str]]:
+    (path,) = run_root.glob("*/metrics.csv")
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
 
 
 def _cmd(overrides: list[str]) -> list[str]:
@@ -65,3 +72,13 @@ def test_killed_run_resumes_to_identical_weights(demo, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
+
+    # The rows logged before the kill are kept, the ones after its checkpoint are not doubled.
+    rows_a, rows_b = _metrics(whole / "demo"), _metrics(parted / "demo")
+    kinds = [(row["step"], bool(row.get("val/mAP@10"))) for row in rows_a]
+    assert kinds == [(row["step"], bool(row.get("val/mAP@10"))) for row in rows_b]
+    assert len({step for step, _ in kinds}) == 4  # one row per optimizer step, plus validation
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key in ("train/loss", "val/mAP@10"):
+            if ra.get(key):
+                assert abs(float(ra[key]) - float(rb[key])) < 1e-5, (ra["step"], key)
