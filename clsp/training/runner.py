@@ -145,6 +145,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # Rank 0 picks the folder and builds the data while the others wait; they get its answer.
     folder, resume_ckpt = once(launch, resolve_and_prepare, fallback=lambda: run_folder(cfg, launch))
+    if resume_ckpt:  # a resumed run's checkpoints/ holds the run's own files, as it should
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     L.seed_everything(int(cfg.run.seed), workers=True, verbose=False)
     model, prefixes = build_model(cfg)
 
