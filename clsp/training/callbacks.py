@@ -9,6 +9,10 @@
   `state_dict`, the raw weights in `current_model_state`) and swaps it in for validation; `EMA`
   only keeps the average on the training device.
 
+`RichProgressBar` is Lightning's, without the negative epoch total ("Epoch 5/-2") it shows when
+epochs are unbounded, as in every `max_steps` run (fixed upstream in Lightning PR #21924, not yet in
+a release).
+
 The callback order is fixed by Lightning (checkpoint callbacks last), so a checkpoint taken after
 an optimizer step already holds that step's EMA update; the logit-scale clamp happens inside the
 step itself (`CLSPTrainingModule.optimizer_step`).
@@ -21,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
 LAST = "last.ckpt"
@@ -67,6 +72,17 @@ class EMA(EMAWeightAveraging):
         if self._device is None:
             self._device = trainer.strategy.root_device
         super().setup(trainer, pl_module, stage)
+
+
+class RichProgressBar(callbacks.RichProgressBar):
+    """Lightning's rich progress bar; "Epoch 5" rather than "Epoch 5/-2" when `max_epochs` is -1."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            description += f"/{self.trainer.max_epochs - 1}"
+        # As wide as the validation bar's description, so the two do not flicker.
+        return f"{description:{len(self.validation_description)}}"
 
 
 def checkpoint_callbacks(folder: str | Path, every_n_steps: int, has_val: bool) -> list[ModelCheckpoint]:

@@ -7,6 +7,7 @@ The run id is rank 0's time stamp, plus the job id under SLURM/LSF (`20260101-12
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -95,7 +96,7 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
     `logger:` entries and the callbacks (checkpoints, EMA, any `trainer.callbacks` entries)."""
     import lightning as L
 
-    from clsp.training.callbacks import EMA, checkpoint_callbacks
+    from clsp.training.callbacks import EMA, RichProgressBar, checkpoint_callbacks
     from clsp.training.components import instantiate
     from clsp.training.schema import CLSP_ONLY
 
@@ -104,6 +105,8 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
     if t["ema_decay"]:
         callbacks.append(EMA(decay=float(t["ema_decay"])))
     callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t["callbacks"].items()]
+    if t["enable_progress_bar"] and importlib.util.find_spec("rich") is not None:  # Lightning's choice, fixed
+        callbacks.append(RichProgressBar())
     loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
     kwargs: dict[str, Any] = {k: v for k, v in t.items() if k not in CLSP_ONLY}
     if kwargs["max_steps"] is None:
