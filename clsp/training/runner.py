@@ -95,6 +95,7 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
     """A Lightning Trainer from `trainer:` (its keys are Trainer arguments, bar `CLSP_ONLY`), with the
     `logger:` entries and the callbacks (checkpoints, EMA, any `trainer.callbacks` entries)."""
     import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar
 
     from clsp.training.callbacks import EMA, RichProgressBar, checkpoint_callbacks
     from clsp.training.components import instantiate
@@ -105,7 +106,9 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
     if t["ema_decay"]:
         callbacks.append(EMA(decay=float(t["ema_decay"])))
     callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t["callbacks"].items()]
-    if t["enable_progress_bar"] and importlib.util.find_spec("rich") is not None:  # Lightning's choice, fixed
+    # Lightning's own choice of bar (rich when installed), fixed; a bar from trainer.callbacks wins.
+    chosen = any(isinstance(c, ProgressBar) for c in callbacks)
+    if t["enable_progress_bar"] and not chosen and importlib.util.find_spec("rich") is not None:
         callbacks.append(RichProgressBar())
     loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
     kwargs: dict[str, Any] = {k: v for k, v in t.items() if k not in CLSP_ONLY}

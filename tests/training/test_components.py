@@ -155,3 +155,10 @@ def test_progress_bar_shows_no_negative_epoch_total(tmp_path, max_epochs, shown)
     assert isinstance(bar, RichProgressBar)
     bar._trainer = SimpleNamespace(max_epochs=max_epochs)  # -1: a max_steps run, as Lightning sets it in fit
     assert bar._get_train_description(5).strip() == shown
+
+
+def test_a_progress_bar_from_the_config_replaces_clsps(tmp_path):
+    from clsp.training.runner import build_trainer
+
+    cfg = compose_config(["recipe=demo", "+trainer.callbacks.bar={_target_:lightning.pytorch.callbacks.TQDMProgressBar}"])
+    assert type(build_trainer(cfg, tmp_path, has_val=False).progress_bar_callback).__name__ == "TQDMProgressBar"
