@@ -53,3 +53,8 @@ def test_rows_reach_the_disk_when_a_checkpoint_is_saved(tmp_path):
     assert not (tmp_path / "metrics.csv").exists()
     logger.after_save_checkpoint(None)
     assert _read(tmp_path / "metrics.csv") == [{"step": "0", "train/loss": "1.0"}]
+    # Lightning logs the checkpointed step's own row after the checkpoint: it is written at once.
+    logger.log_metrics({"train/loss": 2.0}, step=1)
+    assert len(_read(tmp_path / "metrics.csv")) == 2
+    logger.log_metrics({"train/loss": 3.0}, step=2)  # later rows wait for the next flush
+    assert len(_read(tmp_path / "metrics.csv")) == 2

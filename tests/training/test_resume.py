@@ -52,10 +52,11 @@ def test_killed_run_resumes_to_identical_weights(demo, tmp_path):
     parted = tmp_path / "parted"
     proc = subprocess.Popen(_cmd([*common, f"run.output_dir={parted}"]), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    # Kill hard (no clean-up) as soon as the first checkpoint is on disk.
+    # Kill hard (no clean-up) as soon as the first checkpoint (step 2) is on disk with its step's metrics
+    # row, which Lightning logs just after the checkpoint (see clsp.training.loggers).
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if list(parted.glob("demo/*/checkpoints/last.ckpt")):
+        if list(parted.glob("demo/*/checkpoints/last.ckpt")) and any(r["step"] == "1" for r in _metrics(parted / "demo")):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
