@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
-from clsp.atomic import write_atomic
+from clsp.atomic import write_atomic, write_text_atomic
 from clsp.audio import build_audio_tower
 from clsp.audio_io import decode, resample
 from clsp.config import CLSPConfig
@@ -218,7 +218,7 @@ class CLSPModel(
 
         config = self.portable_config()
         text = json.dumps({"clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
-        write_atomic(save_directory / CONFIG_NAME, lambda tmp: tmp.write_text(text))
+        write_text_atomic(save_directory / CONFIG_NAME, text)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         write_atomic(save_directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         self.tokenizer.save_pretrained(str(save_directory))
@@ -228,7 +228,7 @@ class CLSPModel(
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         card = str(self.generate_model_card(**card_kwargs))
-        write_atomic(folder / CARD_NAME, lambda tmp: tmp.write_text(card))
+        write_text_atomic(folder / CARD_NAME, card)
 
     def generate_model_card(self, results: Mapping | None = None, **kwargs) -> ModelCard:
         """The model card: the towers, a usage example, the evaluation table (given `results`) and the config."""

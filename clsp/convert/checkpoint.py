@@ -93,6 +93,12 @@ class KeyLedger:
         self.used.add(key)
         return self.state[key]
 
+    def shape(self, key: str, todo: str) -> tuple[int, ...]:
+        """The shape under `key` (not marked used: the weight itself is taken later); missing: an error."""
+        if key not in self.state:
+            raise UserError(f"{self.source}: missing weight {key!r}", todo)
+        return tuple(self.state[key].shape)
+
     def keys(self, prefix: str) -> list[str]:
         return [k for k in self.state if k.startswith(prefix)]
 

@@ -44,10 +44,7 @@ AUDIOSET_FRONTEND = {"sample_rate": 32000, "n_mels": 64, "max_seconds": 10.0, "t
 def htsat_config(ledger: KeyLedger, prefix: str) -> dict:
     """transformers ClapAudioConfig fields read off the weights under `prefix`."""
     def shape(name: str) -> tuple[int, ...]:
-        key = prefix + name
-        if key not in ledger:
-            raise UserError(f"{ledger.source}: missing weight {key!r}", "expected an HTSAT audio encoder")
-        return tuple(ledger.state[key].shape)
+        return ledger.shape(prefix + name, "expected an HTSAT audio encoder")
 
     embed, _, patch, _ = shape("patch_embed.proj.weight")
     stages = sorted({int(m.group(1)) for k in ledger.keys(prefix + "layers.")

@@ -27,10 +27,7 @@ TEXT_DROP = ("embeddings.position_ids", "embeddings.token_type_ids")  # index bu
 def text_encoder(ledger: KeyLedger, prefix: str, family: str, pooler: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     """(transformers config fields, weights renamed to `text.encoder.*`) of the encoder under `prefix`."""
     def shape(name: str) -> tuple[int, ...]:
-        key = prefix + name
-        if key not in ledger:
-            raise UserError(f"{ledger.source}: missing weight {key!r}", f"expected a {family} text encoder")
-        return tuple(ledger.state[key].shape)
+        return ledger.shape(prefix + name, f"expected a {family} text encoder")
 
     vocab, width = shape("embeddings.word_embeddings.weight")
     layers = {int(m.group(1)) for k in ledger.keys(prefix + "encoder.layer.")

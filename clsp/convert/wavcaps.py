@@ -72,13 +72,14 @@ def wavcaps_model(data: dict, checkpoint: str, *, tokenizer: str | None = None):
         for i in (0, 2):
             for leaf in ("weight", "bias"):
                 weights[f"{side}_head.{i}.{leaf}"] = ledger.take(f"{side}_proj.{i}.{leaf}")
-    temp = float(ledger.take("temp").float().reshape(()))
+    source_temp = ledger.take("temp")
+    temp = float(source_temp.float().reshape(()))
     if not temp > 0:
         raise UserError(f"{checkpoint}: temperature 'temp' is {temp}, not positive", f"expected {EXPECTED}")
-    weights["logit_scale"] = ledger.take("temp").new_tensor(math.log(1.0 / temp)).float()
+    scale = math.log(1.0 / temp)
+    weights["logit_scale"] = source_temp.new_tensor(scale).float()
     ledger.finish()
 
-    scale = math.log(1.0 / temp)
     config = CLSPConfig.from_dict({
         "audio": {"tower": "htsat", "hf_config": audio_hf, "sample_rate": int(audio_args["sr"]),
                   "n_mels": audio_hf["num_mel_bins"], "max_seconds": 10.0, "truncation": "rand_trunc",

@@ -82,8 +82,6 @@ def table_columns(rows: Sequence[tuple[int, dict[str, Any]]]) -> list[str]:
     return list(seen)
 
 
-def audio_column(columns: Sequence[str], requested: str | None = None) -> str | None:
-    """The requested audio column if present, else the first of AUDIO_COLUMNS present (None: none)."""
-    if requested is not None:
-        return requested if requested in columns else None
+def audio_column(columns: Sequence[str]) -> str | None:
+    """The first of AUDIO_COLUMNS present (None: none)."""
     return next((c for c in AUDIO_COLUMNS if c in columns), None)

@@ -188,13 +188,8 @@ class CLSPTrainingModule(L.LightningModule):
         audio = self.all_gather(_pad_rows(audio, n_audio)).cpu()
         text = self.all_gather(_pad_rows(text, n_text)).cpu()
         owner = self.all_gather(_pad_rows(owner, n_text)).cpu()
-        offsets = torch.cumsum(sizes[:, 0], 0) - sizes[:, 0]
-        out_a, out_t, out_o = [], [], []
-        for rank, (na, nt) in enumerate(sizes.tolist()):
-            out_a.append(audio[rank, :na])
-            out_t.append(text[rank, :nt])
-            out_o.append(owner[rank, :nt] + offsets[rank])
-        return torch.cat(out_a), torch.cat(out_t), torch.cat(out_o)
+        # Each rank's rows without the padding, joined as any embed_batch parts are.
+        return _concat([(audio[r, :na], text[r, :nt], owner[r, :nt]) for r, (na, nt) in enumerate(sizes.tolist())])
 
     # ------------------------------------------------------------ optimizers
     def configure_optimizers(self):
