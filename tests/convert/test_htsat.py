@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from convert_sources import htsat_checkpoint, laion_checkpoint
+from convert_sources import htsat_checkpoint, laion_checkpoint, wavcaps_features
 
 from clsp import CLSPConfig, CLSPModel
 from clsp.convert.__main__ import main
@@ -18,7 +18,6 @@ from clsp.tiny import tiny_tokenizer
 
 
 def test_htsat_tower_starts_a_model(tmp_path):
-    from transformers import ClapFeatureExtractor
 
     audio = htsat_checkpoint(tmp_path / "HTSAT.ckpt")
     assert main(["htsat", str(tmp_path / "HTSAT.ckpt"), str(tmp_path / "tower")]) == 0
@@ -30,8 +29,7 @@ def test_htsat_tower_starts_a_model(tmp_path):
     model.save_pretrained(tmp_path / "m")
     again = CLSPModel.from_pretrained(tmp_path / "m")
     assert again.config.audio.pretrained is None and again.sample_rate == 32000
-    fe = ClapFeatureExtractor(sampling_rate=32000, hop_length=320, frequency_min=50, frequency_max=14000,
-                              padding="pad", truncation="rand_trunc")
+    fe = wavcaps_features()  # the AudioSet HTSAT's frontend is WavCaps' (32 kHz, hop 320, zero-pad)
     wave = np.random.default_rng(0).normal(0, 0.1, 32000 * 5).astype(np.float32)
     with torch.no_grad():
         pooled, _, _ = again.audio(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 # Variables a launcher sets; the test's own environment must not leak them into the runs.
@@ -77,8 +76,7 @@ def _single_process_validation(run: Path) -> dict[str, float]:
     model = model_from_checkpoint(run / "checkpoints" / "best.ckpt")
     data = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").data, resolve=True)
     datamodule = CLSPDataModule(data, model.config, model.tokenizer)
-    with torch.no_grad():
-        parts = [embed_batch(model, batch) for batch in datamodule.eval_loader(data["val"])]
+    parts = [embed_batch(model, batch) for batch in datamodule.eval_loader(data["val"])]  # embed_batch: no_grad
     return batches_retrieval(parts)
 
 

@@ -49,7 +49,7 @@ def _fusionaudio_model():
     return CLSPModel(CLSPConfig.from_dict(cfg))
 
 
-def _batch(model, device):
+def _batch(device):
     from clsp.data.batch import Batch
 
     g = torch.Generator().manual_seed(0)
@@ -84,7 +84,7 @@ def gpu_step() -> None:
                               "multipositive": {"_target_": "clsp.losses.MultiPositiveInfoNCE", "weight": 0.5}})
     module = CLSPTrainingModule(model, losses, {"lr": 1e-4})
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = _batch(model, device)
+    batch = _batch(device)
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16), checks.disabled():
