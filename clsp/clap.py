@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from clsp.config import CLSPConfig, portable_hf_config
+from clsp.config import AUDIO_TOWERS, CLSPConfig, portable_hf_config
 
 
 def clap_config_to_clsp(clap_config, preprocessor: dict, logit_scale: float | None = None) -> CLSPConfig:
@@ -30,7 +30,7 @@ def clap_config_to_clsp(clap_config, preprocessor: dict, logit_scale: float | No
     if truncation == "fusion" and not fusion:
         truncation = "rand_trunc"  # an unfused HTSAT cannot take the 4-channel fusion input
     audio = {
-        "tower": "htsat",
+        "_target_": AUDIO_TOWERS["htsat"],
         "hf_config": audio_hf,
         "sample_rate": int(preprocessor.get("sampling_rate", 48000)),
         "n_mels": int(preprocessor.get("feature_size", audio_hf.get("num_mel_bins", 64))),

@@ -1,22 +1,26 @@
 """Model configuration: a plain dataclass tree that round-trips through JSON.
 
-`CLSPConfig` = an audio tower, a text tower and the projection heads. Presets for the
-tower pairs live in `configs/model/*.yaml` (the Hydra model group) and load with
-`CLSPConfig.preset(name)`; `CLSPConfig.tiny()` is the small random pair used by the demo
-and the tests.
+`CLSPConfig` = an audio tower, a text tower and the projection heads. Each tower section names
+the class that runs it (`_target_`, an import path, as every component of a training config),
+so a config says what it builds. Presets for the tower pairs live in `configs/model/*.yaml` (the
+Hydra model group) and load with `CLSPConfig.preset(name)`; `CLSPConfig.tiny()` is the small
+random pair used by the demo and the tests. Old `config.json` files (`"tower": "htsat"`) load too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-AUDIO_TOWERS = ("htsat", "whisper")
+from clsp.validate import require
+
+# The audio towers clsp ships, by short name; a config may also name any class with their interface.
+AUDIO_TOWERS = {"htsat": "clsp.audio.htsat.HTSATTower", "whisper": "clsp.audio.whisper.WhisperTower"}
+TEXT_TOWER = "clsp.text.TextTower"
 TEXT_POOLINGS = ("pooler", "cls", "mean")
+HTSAT_TRUNCATIONS = ("rand_trunc", "fusion")
 HTSAT_PADDINGS = ("repeatpad", "repeat", "pad")  # LAION repeats short clips; WavCaps zero-pads ("pad")
 
 
@@ -24,7 +28,7 @@ HTSAT_PADDINGS = ("repeatpad", "repeat", "pad")  # LAION repeats short clips; Wa
 class AudioConfig:
     """The audio tower and its log-mel frontend."""
 
-    tower: str = "htsat"  # "htsat" (general audio, LAION-CLAP) or "whisper" (speech)
+    _target_: str = AUDIO_TOWERS["htsat"]  # HTSATTower (general audio, LAION-CLAP) or WhisperTower (speech)
     # Hub id or folder to load weights from; None = random init. For htsat: a converted audio tower
     # (`python -m clsp.convert htsat`), a clsp model folder or a transformers CLAP folder; the tower then
     # takes the source's architecture and frontend (rate, hop, mels, padding), which its weights need.
@@ -42,11 +46,17 @@ class AudioConfig:
     gradient_checkpointing: bool = False
     freeze: bool = False
 
+    @property
+    def tower(self) -> str:
+        """The short name of the tower ("htsat", "whisper"), or the class path of another one."""
+        return next((name for name, target in AUDIO_TOWERS.items() if target == self._target_), self._target_)
+
 
 @dataclass
 class TextConfig:
     """The text tower: any Hugging Face encoder and its tokenizer."""
 
+    _target_: str = TEXT_TOWER
     pretrained: str | None = "roberta-base"  # hub id or folder; None = random init from hf_config
     hf_config: dict[str, Any] = field(default_factory=dict)  # needs "model_type" when pretrained is None
     tokenizer: str | None = None  # defaults to `pretrained`; "clsp:tiny-bpe" = the offline tiny tokenizer
@@ -87,23 +97,19 @@ class CLSPConfig:
         self.validate()
 
     def validate(self) -> None:
-        if self.audio.tower not in AUDIO_TOWERS:
-            raise ValueError(f"unknown audio tower {self.audio.tower!r}; choose one of {AUDIO_TOWERS}")
-        if self.text.pooling not in TEXT_POOLINGS:
-            raise ValueError(f"unknown text pooling {self.text.pooling!r}; choose one of {TEXT_POOLINGS}")
-        if self.audio.tower == "htsat" and self.audio.truncation not in ("rand_trunc", "fusion"):
-            raise ValueError(f"audio.truncation must be 'rand_trunc' or 'fusion', got {self.audio.truncation!r}")
-        if self.audio.tower == "htsat" and self.audio.padding not in HTSAT_PADDINGS:
-            raise ValueError(f"audio.padding must be one of {HTSAT_PADDINGS}, got {self.audio.padding!r}")
+        require("model.text", "pooling", self.text.pooling, choices=TEXT_POOLINGS)
+        if self.audio.tower == "htsat":
+            require("model.audio", "truncation", self.audio.truncation, choices=HTSAT_TRUNCATIONS)
+            require("model.audio", "padding", self.audio.padding, choices=HTSAT_PADDINGS)
+        require("model.audio", "sample_rate", self.audio.sample_rate, int, ge=1)
+        require("model.audio", "max_seconds", self.audio.max_seconds, float, gt=0)
+        require("model.text", "max_length", self.text.max_length, int, ge=2)
+        require("model.head", "dim", self.head.dim, int, ge=1)
         if self.head.logit_scale_init > self.head.logit_scale_max:
             raise ValueError(f"head.logit_scale_init ({self.head.logit_scale_init:.4f}) is above head.logit_scale_max "
                              f"({self.head.logit_scale_max:.4f}); raise logit_scale_max to keep the scale")
         if self.text.pretrained is None and "model_type" not in self.text.hf_config:
-            raise ValueError("text.hf_config needs a 'model_type' when text.pretrained is None")
-        if self.text.max_length < 2:
-            raise ValueError(f"text.max_length must be at least 2, got {self.text.max_length}")
-        if self.audio.max_seconds <= 0 or self.audio.sample_rate <= 0:
-            raise ValueError("audio.max_seconds and audio.sample_rate must be positive")
+            raise ValueError("model.text.hf_config needs a 'model_type' when model.text.pretrained is null")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,16 +120,6 @@ class CLSPConfig:
         if unknown:
             raise ValueError(f"unknown model config section(s) {sorted(unknown)}")
         return cls(**{k: dict(v) for k, v in data.items()})
-
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"clsp_config": self.to_dict()}, indent=2))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> CLSPConfig:
-        data = json.loads(Path(path).read_text())
-        if "clsp_config" not in data:
-            raise ValueError(f"{path} is not a clsp config.json (no 'clsp_config' key)")
-        return cls.from_dict(data["clsp_config"])
 
     @classmethod
     def preset(cls, name: str) -> CLSPConfig:
@@ -157,6 +153,11 @@ _RETIRED = {"audio": ("pooling",)}
 def _from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     data = {k: v for k, v in data.items() if k not in _RETIRED.get(section, ())}
+    if section == "audio" and "tower" in data:  # written before towers were named by `_target_`
+        tower = data.pop("tower")
+        if tower not in AUDIO_TOWERS:
+            raise ValueError(f"unknown audio tower {tower!r}; choose one of {list(AUDIO_TOWERS)}")
+        data.setdefault("_target_", AUDIO_TOWERS[tower])
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)} in model config section {section!r}")

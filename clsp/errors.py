@@ -61,6 +61,14 @@ class UserError(ValueError):
 _INSTRUCTIONS = frozenset({"pass", "use", "give", "set", "add", "choose", "run", "convert", "check", "install"})
 
 
+class ConfigError(UserError):
+    """A bad recipe, override or value: reported as one line, before any model is built."""
+
+    def __init__(self, what: str, todo: str | None = None) -> None:
+        super().__init__(what, todo or "fix it with a key=value override or in the recipe "
+                                       "(`python -m clsp.train --help`)")
+
+
 class DataFailure(RuntimeError):
     """Too many bad samples: the run stops, and the message says which shard and why."""
 

@@ -27,12 +27,30 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from clsp.data.urls import expand_urls, is_shard_spec
 from clsp.errors import ArgumentParser, UserError, entry_point
+from clsp.evaluation import report as rep
+from clsp.evaluation.catalog import fingerprint, fold_name, load_official, parse_official_spec, with_labels
+from clsp.evaluation.clips import Skips, shard_clips
+from clsp.evaluation.embed import EmbeddingCache
+from clsp.evaluation.metrics import RetrievalRanks
+from clsp.evaluation.official import OfficialSet
+from clsp.evaluation.score import write_scores
+from clsp.evaluation.suite import SUITES, run_suite
+from clsp.evaluation.tables import (
+    data_fingerprint,
+    load_label_table,
+    load_retrieval_table,
+    load_similarity_table,
+)
+from clsp.evaluation.tasks import Evaluation, Outcome, evaluate
+from clsp.evaluation.zeroshot import DEFAULT_TEMPLATES, check_templates, label_targets, read_labels
+from clsp.loading import load_model
 
 __all__ = ["main", "build_parser"]
 
-# The names of clsp.evaluation.suite.SUITES, here so that --help needs no torch import.
-SUITE_NAMES = ("clap", "clsp", "fusionaudio")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=float, default=None, help="also write kept.jsonl / dropped.jsonl (e.g. 0.08)")
 
     u = tasks.add_parser("suite", parents=[run], help="a named suite of official sets, with the published numbers beside")
-    u.add_argument("suite", choices=SUITE_NAMES, help="clap, clsp or fusionaudio")
+    u.add_argument("suite", choices=tuple(SUITES), help="clap, clsp or fusionaudio")
     u.add_argument("--root", required=True, help="folder holding the downloaded sets (any depth up to 2)")
     u.add_argument("--ratings", default=None, help="style-ratings table (audio, description, score) for clsp")
     u.add_argument("--esc50-fold", default=None,
@@ -87,87 +105,98 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(spec: str, device: str | None):
-    from clsp.loading import load_model
-
     model = load_model(spec)
     if device is not None:
         model = model.to(device)
-    model.eval()
-    return model
+    return model.eval()
 
 
-def _pair_source(args, skipped: dict[str, int]):
-    """(fingerprint, factory of a fresh clip iterable) for retrieval/score data."""
-    from clsp.evaluation.datasets import (
-        data_fingerprint,
-        is_shard_spec,
-        iter_shard_clips,
-        load_retrieval_table,
-    )
-
-    options = {"captions": args.captions, "caption_columns": args.caption_column, "audio_column": args.audio_column}
-    official = _official(args)
-    if official is not None:
-        from clsp.errors import UserError
-        from clsp.evaluation.official import fingerprint
-
-        if official.task != "retrieval":
-            raise UserError(f"{official.name} is a classification set", f"use `zeroshot`, not `{args.task}`")
-        return fingerprint(official), lambda: official.clips
-    if is_shard_spec(args.data):
-        from clsp.data.reader import expand_urls
-
-        urls = expand_urls(args.data)
-        return data_fingerprint(args.data, **options), lambda: iter_shard_clips(urls, args.captions, skipped)
-    clips = load_retrieval_table(
-        args.data, audio_column=args.audio_column, caption_columns=args.caption_column,
-        captions=args.captions, audio_root=args.audio_root,
-    )
-    return data_fingerprint(args.data, clips, **options), lambda: clips
+def _official(args) -> OfficialSet | None:
+    """The OfficialSet named by --data NAME:DIR, or None for a table or shards."""
+    spec = parse_official_spec(args.data)
+    return None if spec is None else load_official(*spec, split=args.split)
 
 
-def _official(args):
-    """The OfficialSet named by --data NAME:DIR (loaded once per run), or None for a table/shards."""
-    from clsp.evaluation.official import load_official, parse_official_spec
-
-    if not hasattr(args, "_official"):
-        spec = parse_official_spec(args.data)
-        args._official = None if spec is None else load_official(*spec, split=args.split)
-    return args._official
-
-
-def _official_zeroshot(args, found):
-    """(clips, class names, templates, data fingerprint) of a zero-shot official set."""
-    from clsp.errors import UserError
-    from clsp.evaluation.official import fingerprint, fold_name, with_labels
-    from clsp.evaluation.zeroshot import read_labels
-
-    if found.task != "zeroshot":
-        raise UserError(f"{found.name} is a retrieval set", "use `retrieval` (or `score`), not `zeroshot`")
-    label = args.label_column or found.default_label
-    _, clips, names = with_labels(found, label)
-    if args.fold is not None:
-        fold = fold_name(args.fold)
-        clips = [c for c in clips if c.attributes.get("fold") == fold]
-        if not clips:
-            raise UserError(f"{found.name}: no clip in fold {args.fold}", "pick a fold the release has (--fold)")
-    names = read_labels(args.labels) if args.labels else names
-    templates = args.template or list(found.templates[label])
-    return clips, names, templates, fingerprint(found, label=label, fold=args.fold)
-
-
-def _official_info(found) -> dict:
+def _official_info(found: OfficialSet) -> dict:
     return {"set": found.name, "dir": str(found.root), "split": found.split, "listed_clips": found.listed,
             "evaluated_clips": len(found.clips), "missing_clips": len(found.missing), "missing": found.missing,
             "notes": found.notes}
 
 
+def _pair_input(args, found: OfficialSet | None) -> Evaluation:
+    """Retrieval / score data: an official retrieval set, shards (streamed) or a table."""
+    if found is not None:
+        if found.task != "retrieval":
+            raise UserError(f"{found.name} is a classification set", f"use `zeroshot`, not `{args.task}`")
+        return Evaluation(args.task, lambda: found.clips, fingerprint(found), info={"official": _official_info(found)})
+    options = {"captions": args.captions, "caption_columns": args.caption_column, "audio_column": args.audio_column}
+    skips = Skips()
+    if is_shard_spec(args.data):
+        urls = expand_urls(args.data)
+        return Evaluation(args.task, lambda: shard_clips(urls, args.captions, skips), data_fingerprint(args.data,
+                          **options), skips=skips)
+    clips = load_retrieval_table(args.data, audio_column=args.audio_column, caption_columns=args.caption_column,
+                                 captions=args.captions, audio_root=args.audio_root, skips=skips)
+    return Evaluation(args.task, lambda: clips, data_fingerprint(args.data, clips, **options), skips=skips)
+
+
+def _zeroshot_input(args, found: OfficialSet | None) -> Evaluation:
+    """Zero-shot data: an official classification set (a label attribute, a fold) or a label table."""
+    if found is not None:
+        if found.task != "zeroshot":
+            raise UserError(f"{found.name} is a retrieval set", "use `retrieval` (or `score`), not `zeroshot`")
+        label = args.label_column or found.default_label
+        indices, clips, names = with_labels(found, label)
+        if args.fold is not None:
+            fold = fold_name(args.fold)
+            indices = [i for i, c in zip(indices, clips) if c.attributes.get("fold") == fold]
+            if not indices:
+                raise UserError(f"{found.name}: no clip in fold {args.fold}", "pick a fold the release has (--fold)")
+        info = {"official": _official_info(found)}
+        if args.fold is not None:
+            info["protocol"] = f"held-out fold {args.fold} only"
+        ev = Evaluation("zeroshot", lambda: found.clips, fingerprint(found), names, indices=indices, info=info,
+                        templates=args.template or list(found.templates[label]),
+                        labels=[found.clips[i].attributes[label] for i in indices])
+    else:
+        if is_shard_spec(args.data):
+            raise ValueError(f"zeroshot needs a table (.csv/.tsv/.jsonl/.json), not shards: {args.data}")
+        skips = Skips()
+        clips = load_label_table(args.data, audio_column=args.audio_column, label_column=args.label_column,
+                                 audio_root=args.audio_root, skips=skips)
+        ev = Evaluation("zeroshot", lambda: clips, data_fingerprint(args.data, clips, audio_column=args.audio_column,
+                        label_column=args.label_column), sorted({c.label for c in clips}),
+                        args.template or list(DEFAULT_TEMPLATES), skips=skips)
+    if args.labels:
+        ev.names = read_labels(args.labels)
+    check_templates(ev.templates)
+    clips = list(ev.clips())
+    label_targets([clips[i] for i in ev.indices] if ev.indices is not None else clips, ev.names)  # fail now
+    ev.info["templates"] = ev.templates
+    return ev
+
+
+def _similarity_input(args) -> Evaluation:
+    if is_shard_spec(args.data):
+        raise ValueError(f"similarity needs a table (.csv/.tsv/.jsonl/.json), not shards: {args.data}")
+    skips = Skips()
+    clips = load_similarity_table(args.data, audio_column=args.audio_column, text_column=args.text_column,
+                                  score_column=args.score_column, audio_root=args.audio_root, skips=skips)
+    return Evaluation("similarity", lambda: clips, data_fingerprint(
+        args.data, clips, audio_column=args.audio_column, text_column=args.text_column,
+        score_column=args.score_column), skips=skips)
+
+
+def load_input(args) -> Evaluation:
+    """Read and check the task's data before any model is loaded, so bad input fails fast."""
+    if args.task == "similarity":
+        return _similarity_input(args)
+    found = _official(args)
+    return _zeroshot_input(args, found) if args.task == "zeroshot" else _pair_input(args, found)
+
+
 def run_suite_command(args) -> dict:
     """`suite NAME`: every model on the suite's sets under --root; writes the report, returns its JSON."""
-    from clsp.evaluation import report as rep
-    from clsp.evaluation.embed import EmbeddingCache
-    from clsp.evaluation.suite import run_suite
-
     out = Path(args.out or Path("eval") / f"suite-{args.suite}")
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or out / ".cache"))
     payload = run_suite(args.suite, args.model, args.root, load_model=lambda spec: _load_model(spec, args.device),
@@ -183,127 +212,54 @@ def run_suite_command(args) -> dict:
     return json.loads(json_path.read_text(encoding="utf-8"))
 
 
-def _need_table(args) -> None:
-    from clsp.evaluation.datasets import is_shard_spec
-
-    if is_shard_spec(args.data):
-        raise ValueError(f"{args.task} needs a table (.csv/.tsv/.jsonl/.json), not shards: {args.data}")
-
-
-def _embed(embed_pairs, model, clips, cache, key, batch_size: int, skipped: dict[str, int], desc: str | None = None):
-    try:
-        return embed_pairs(model, clips, cache=cache, key=key, batch_size=batch_size, desc=desc)
-    except ValueError as exc:
-        if skipped:  # say why a shard set came out empty
-            raise ValueError(f"{exc} (skipped samples: {json.dumps(skipped)})") from exc
-        raise
+def _after(args, spec: str, outcome: Outcome, ev: Evaluation, out: Path) -> list[str]:
+    """A task's own outputs beside the table: score files, a confusion plot. Returns the plots written."""
+    if args.task == "score":
+        where = out if len(args.model) == 1 else out / rep.slug(spec)
+        counts = write_scores(outcome.records, where, args.threshold)
+        outcome.metrics |= counts
+        if args.threshold is not None:
+            print(f"{spec}: kept {counts['kept']} / dropped {counts['dropped']} of {counts['pairs']} pairs "
+                  f"at threshold {args.threshold} -> {where}")
+    if args.task == "zeroshot":
+        name = f"confusion_{rep.slug(spec)}.png"
+        out.mkdir(parents=True, exist_ok=True)
+        rep.plot_confusion(outcome.metrics["confusion"], ev.names, out / name, title=spec)
+        return [name]
+    return []
 
 
 def run(args) -> dict:
     """Run one task for every model; write the report; return report.json's content."""
     if args.task == "suite":
         return run_suite_command(args)
-    from clsp.evaluation import report as rep
-    from clsp.evaluation.datasets import data_fingerprint, load_label_table, load_similarity_table
-    from clsp.evaluation.embed import EmbeddingCache, cache_key, model_fingerprint
-
     out = Path(args.out or Path("eval") / args.task)
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or out / ".cache"))
-    skipped: dict[str, int] = {}
+    ev = load_input(args)
     results: dict[str, dict] = {}
+    ranks: dict[str, RetrievalRanks] = {}
     plots: list[str] = []
-    extra: dict = {}
-
-    # Read and check the data before loading any model, so bad input fails fast.
-    if args.task in ("retrieval", "score"):
-        data_fp, clips = _pair_source(args, skipped)
-    elif args.task == "zeroshot":
-        from clsp.evaluation.zeroshot import DEFAULT_TEMPLATES, check_templates, label_targets, read_labels
-
-        if _official(args) is not None:
-            table, names, templates, data_fp = _official_zeroshot(args, _official(args))
-        else:
-            _need_table(args)
-            table = load_label_table(args.data, audio_column=args.audio_column, label_column=args.label_column,
-                                     audio_root=args.audio_root)
-            names = read_labels(args.labels) if args.labels else sorted({c.label for c in table})
-            templates = args.template or list(DEFAULT_TEMPLATES)
-            data_fp = data_fingerprint(args.data, table, audio_column=args.audio_column,
-                                       label_column=args.label_column)
-        label_targets(table, names)  # labels outside the list: error naming the row, now
-        check_templates(templates)
-        extra = {"templates": templates}
-    else:
-        _need_table(args)
-        table = load_similarity_table(args.data, audio_column=args.audio_column, text_column=args.text_column,
-                                      score_column=args.score_column, audio_root=args.audio_root)
-        data_fp = data_fingerprint(args.data, table, audio_column=args.audio_column, text_column=args.text_column,
-                                   score_column=args.score_column)
-
-    ranks = {}
     for spec in args.model:
         model = _load_model(spec, args.device)
-        fp = model_fingerprint(model)
-        key = None if fp is None else cache_key(model=fp, data=data_fp, task=args.task if args.task == "zeroshot" else "pairs")
-        if args.task == "retrieval":
-            from clsp.evaluation.embed import embed_pairs
-            from clsp.evaluation.retrieval import _device, retrieval_from_embeddings
-
-            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped, desc=spec)
-            results[spec], ranks[spec] = retrieval_from_embeddings(pairs, args.chunk_size, _device(model))
-            if _official(args) is not None:
-                results[spec]["listed_clips"] = _official(args).listed
-        elif args.task == "score":
-            from clsp.evaluation.embed import embed_pairs
-            from clsp.evaluation.score import scores_from_embeddings, write_scores
-
-            pairs = _embed(embed_pairs, model, clips(), cache, key, args.batch_size, skipped, desc=spec)
-            records = scores_from_embeddings(pairs)
-            where = out if len(args.model) == 1 else out / rep.slug(spec)
-            counts = write_scores(records, where, args.threshold)
-            scores = [r["score"] for r in records]
-            results[spec] = counts | {"mean_score": sum(scores) / len(scores), "min_score": min(scores),
-                                      "max_score": max(scores)}
-            if args.threshold is not None:
-                print(f"{spec}: kept {counts['kept']} / dropped {counts['dropped']} of {counts['pairs']} pairs "
-                      f"at threshold {args.threshold} -> {where}")
-        elif args.task == "zeroshot":
-            from clsp.evaluation.zeroshot import evaluate_zeroshot
-
-            results[spec] = evaluate_zeroshot(model, table, class_names=names, templates=templates,
-                                              batch_size=args.batch_size, cache=cache, cache_key=key, desc=spec)
-            folds = [c.attributes.get("fold") for c in table]
-            if all(folds) and len(set(folds)) > 1:  # ESC-50 / US8K: each fold's accuracy and their mean
-                from clsp.evaluation.zeroshot import fold_accuracies
-
-                targets = label_targets(table, names).tolist()
-                results[spec] |= fold_accuracies(results[spec]["predictions"], targets, folds)
-            name = f"confusion_{rep.slug(spec)}.png"
-            out.mkdir(parents=True, exist_ok=True)
-            rep.plot_confusion(results[spec]["confusion"], names, out / name, title=spec)
-            plots.append(name)
-        else:
-            from clsp.evaluation.similarity import evaluate_similarity
-
-            results[spec] = evaluate_similarity(model, table, batch_size=args.batch_size, cache=cache, cache_key=key,
-                                                desc=spec)
+        outcome = evaluate(model, ev, cache=cache, batch_size=args.batch_size, desc=spec,
+                           chunk_size=getattr(args, "chunk_size", None))
+        plots += _after(args, spec, outcome, ev, out)
+        results[spec] = outcome.metrics
+        if outcome.ranks is not None:
+            ranks[spec] = outcome.ranks
         del model
-
     if ranks:
         out.mkdir(parents=True, exist_ok=True)
         rep.plot_rank_histograms(ranks, out / "rank_histogram.png")
         plots.append("rank_histogram.png")
-    if skipped:
-        extra["skipped"] = skipped
-    if args.task != "similarity" and _official(args) is not None:
-        extra["official"] = _official_info(_official(args))
-        if args.task == "zeroshot" and args.fold is not None:
-            extra["protocol"] = f"held-out fold {args.fold} only"
+    extra = dict(ev.info)
+    if ev.skips:
+        extra["skipped"] = ev.skips.as_dict()
     extra["cache"] = {"hits": cache.hits, "misses": cache.misses}
     json_path, md_path = rep.write_report(out, args.task, args.data, results, extra, plots)
     print(rep.format_table(results))
-    if skipped:
-        print(f"skipped samples: {json.dumps(skipped)}")
+    if ev.skips:
+        print(f"skipped: {json.dumps(ev.skips.counts)}; e.g. {'; '.join(ev.skips.examples[:3])}")
     print(f"report: {md_path}  {json_path}")
     return json.loads(json_path.read_text(encoding="utf-8"))
 
@@ -314,8 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is out of range", "give an integer >= 1")
     if args.device is not None and args.device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise UserError(f"--device {args.device} but no CUDA GPU is visible here", "drop --device or use cpu")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():

@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
 from clsp.atomic import write_atomic, write_text_atomic
-from clsp.audio import build_audio_tower
-from clsp.audio_io import decode, resample
+from clsp.audio import build_audio_tower, locate
+from clsp.card import MODEL_CARD, card_fields
 from clsp.config import CLSPConfig
 from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
-from clsp.text import TextTower
+from clsp.processor import load_clips, pad_clips
 from clsp.tokenizer import Tokens, load_tokenizer, tokenize
 
 # Buffers that older/newer transformers versions add or drop; never a reason to fail a load.
@@ -54,36 +52,6 @@ def projection_head(in_dim: int, dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
 
-# The card huggingface_hub writes as README.md (a Jinja template; `card_data` is the YAML header).
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-A contrastive language-audio dual encoder saved by clsp: {{ summary }}.
-
-```python
-from clsp import CLSPModel
-
-model = CLSPModel.from_pretrained("<this folder or hub id>")
-a = model.encode_audio(["dog.wav", "rain.flac"])          # [2, {{ dim }}], L2-normalised
-t = model.encode_text(["a dog barks", "rain on a roof"])  # [2, {{ dim }}]
-scores = model.similarity(a, t)
-```
-{% if results_table %}
-## Evaluation
-
-{{ results_table }}
-{% endif %}
-## Config
-
-```json
-{{ config_json }}
-```
-"""
-
-
 class CLSPModel(
     nn.Module,
     PyTorchModelHubMixin,
@@ -97,7 +65,7 @@ class CLSPModel(
         # A pretrained audio tower brings its own frontend settings (see clsp.audio.htsat).
         tower_cfg = getattr(self.audio, "cfg", config.audio)
         self.config = config if tower_cfg == config.audio else dataclasses.replace(config, audio=tower_cfg)
-        self.text = TextTower(config.text)
+        self.text = locate(config.text._target_, "model.text._target_")(config.text)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(
             config.text.tokenizer or config.text.pretrained or ""
         )
@@ -232,17 +200,7 @@ class CLSPModel(
 
     def generate_model_card(self, results: Mapping | None = None, **kwargs) -> ModelCard:
         """The model card: the towers, a usage example, the evaluation table (given `results`) and the config."""
-        cfg = self.config
-        text_name = cfg.text.pretrained or cfg.text.hf_config.get("model_type", "text encoder")
-        return super().generate_model_card(
-            title=f"clsp {cfg.audio.tower} + {text_name}",
-            summary=(f"{cfg.audio.tower} audio tower at {cfg.audio.sample_rate} Hz, {text_name} text tower, "
-                     f"{cfg.head.dim}-d joint space"),
-            dim=cfg.head.dim,
-            results_table=results_table(results) if results else "",
-            config_json=json.dumps(cfg.to_dict(), indent=2),
-            **kwargs,
-        )
+        return super().generate_model_card(**card_fields(self.config, results), **kwargs)
 
     def portable_config(self) -> CLSPConfig:
         """This model's config with both towers' full transformers configs inlined, so a saved
@@ -329,44 +287,6 @@ class CLSPModel(
 
 
 # ---------------------------------------------------------------- helpers
-def load_clips(audio, sample_rate: int | None, target_rate: int) -> list[np.ndarray]:
-    """Normalise every accepted audio input to a list of 1-D float32 arrays at `target_rate`."""
-    if isinstance(audio, (str, os.PathLike)):
-        audio = [audio]
-    if isinstance(audio, torch.Tensor):
-        if audio.dim() != 2:
-            raise ValueError(f"audio tensor must be [N, T], got shape {tuple(audio.shape)}; use a list for ragged clips")
-        audio = list(audio.detach().float().cpu().numpy())
-    if isinstance(audio, np.ndarray) and audio.ndim == 2:
-        audio = list(audio)
-    if not isinstance(audio, (list, tuple)) or len(audio) == 0:
-        raise ValueError("audio must be a tensor [N, T], or a non-empty list of arrays, tensors or file paths")
-    clips = []
-    for i, item in enumerate(audio):
-        if isinstance(item, (str, os.PathLike)):
-            if not Path(item).exists():
-                raise FileNotFoundError(f"audio file not found: {item}")
-            wave, rate = decode(item)
-        else:
-            wave = item.detach().float().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item, np.float32)
-            rate = sample_rate or target_rate
-            if wave.ndim != 1:
-                raise ValueError(f"clip {i} must be 1-D (mono samples), got shape {wave.shape}")
-        if wave.size == 0:
-            raise ValueError(f"clip {i} is empty")
-        if not np.isfinite(wave).all():
-            raise ValueError(f"clip {i} contains NaN or infinite samples")
-        clips.append(resample(wave.astype(np.float32, copy=False), rate, target_rate))
-    return clips
-
-
-def pad_clips(clips: list[np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad 1-D clips into [B, T] plus their lengths [B]."""
-    lengths = torch.tensor([len(c) for c in clips], dtype=torch.long)
-    wave = nn.utils.rnn.pad_sequence([torch.from_numpy(c) for c in clips], batch_first=True)
-    return wave.to(device), lengths.to(device)
-
-
 def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embeddings:
     embeds = torch.cat([o.embeds for o in outs])
     if not return_tokens:
@@ -375,21 +295,6 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     tokens = torch.cat([F.pad(o.tokens, (0, 0, 0, width - o.tokens.shape[1])) for o in outs])
     mask = torch.cat([F.pad(o.mask, (0, width - o.mask.shape[1])) for o in outs])
     return Embeddings(embeds, tokens, mask)
-
-
-def results_table(results: Mapping) -> str:
-    """Every number in a (nested) results dict as a two-column Markdown table, e.g. `test / t2a_R@1`."""
-    rows = []
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, Mapping):
-            for key, inner in value.items():
-                walk(f"{prefix} / {key}" if prefix else str(key), inner)
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            rows.append(f"| {prefix} | {value:.4g} |")
-
-    walk("", results)
-    return "\n".join(["| result | value |", "|---|---|", *rows]) if rows else ""
 
 
 def _load_folder_tokenizer(folder: Path):

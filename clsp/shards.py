@@ -102,7 +102,9 @@ def _write_chunk(task: dict[str, Any]) -> dict[str, Any]:
 
 def _reshard_laion(task: dict[str, Any]) -> dict[str, Any]:
     """Validate (decode) every sample of one input shard and write it in our format to one shard."""
-    from clsp.data.reader import SkipCounter, decode_raw, iter_raw
+    from clsp.data.samples import decode_raw
+    from clsp.data.skips import SkipCounter
+    from clsp.data.tar import iter_raw
 
     start = time.perf_counter()
     codec, target = task["codec"], task["sample_rate"]
@@ -308,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.source == "fcaps":
             jobs, problems = fcaps_jobs(args.manifest, args.audio_root)
         else:
-            from clsp.data.reader import expand_urls
+            from clsp.data.urls import expand_urls
 
             urls = expand_urls(args.shards)
     except UserError:

@@ -78,6 +78,3 @@ def tiny_tokenizer(save_to: str | Path | None = None):
         hf.save_pretrained(str(save_to))
     return hf
 
-
-def tiny_vocab_size() -> int:
-    return len(tiny_tokenizer())

@@ -12,14 +12,40 @@ from __future__ import annotations
 import os
 import sys
 
-from clsp.errors import DEBUG_ENV, entry_point
+from omegaconf import DictConfig, OmegaConf
+
+from clsp.errors import DEBUG_ENV, ConfigError, entry_point
+from clsp.training.compose import available_recipes, compose_config
+
+
+def explicit_model_keys(argv: list[str], cfg: DictConfig) -> dict[str, dict]:
+    """The `model.<section>.<key>` settings given on the command line, nested, with their composed
+    values: what a run with `run.init_from` applies to the model it loads."""
+    out: dict[str, dict] = {}
+    for item in argv:
+        key, sep, _ = item.lstrip("+").partition("=")
+        parts = key.split(".")
+        if sep and len(parts) >= 3 and parts[0] == "model":
+            value = OmegaConf.select(cfg, key)
+            out.setdefault(parts[1], {})[".".join(parts[2:])] = OmegaConf.to_container(value) \
+                if OmegaConf.is_config(value) else value
+    return {section: _nest(values) for section, values in out.items()}
+
+
+def _nest(flat: dict[str, object]) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from clsp.training.compose import ConfigError, available_recipes, compose_config
-
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print(f"\nrecipes: {', '.join(available_recipes())}")
@@ -35,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"arguments must be key=value overrides, got {' '.join(bad)!r}",
                           "e.g. python -m clsp.train recipe=demo optim.lr=1e-4 (--recipes lists the recipes)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cfg = compose_config(argv)  # types and ranges checked here, before any model or data is built
+    # Types, ranges and cross-section rules checked here, before any model or data is built.
+    cfg = compose_config(argv, allow_missing=print_config)
     if print_config:
-        from omegaconf import OmegaConf
-
         print(OmegaConf.to_yaml(cfg), end="")
         return 0
     accelerator = str(cfg.trainer.accelerator)
@@ -48,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():  # else Lightning's traceback, after the run folder is made
             raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here",
                               "add trainer=cpu (or trainer.accelerator=cpu), or run where a GPU is visible")
-    from clsp.training.runner import format_results, train
+    from clsp.training.runner import format_results, train  # Lightning and torch: seconds to import
 
-    results = train(cfg)  # a DataError (too many bad samples) exits 1 with its line, via entry_point
+    # A DataError (too many bad samples) exits 1 with its line, via entry_point.
+    results = train(cfg, model_overrides=explicit_model_keys(argv, cfg))
     if results:
         print(format_results(results), flush=True)
     return 0

@@ -67,7 +67,7 @@ ROWS = [
     Row("train-misspelt-key", "train", [*FAST, "model.audio.pretrianed=x"], 2,
         ("model.audio.pretrianed", "did you mean model.audio.pretrained")),
     Row("train-unknown-choice", "train", [*FAST, "model=nope"], 2, ("model/nope", "tiny_whisper")),
-    Row("train-unparsable", "train", [*FAST, "optim.betas=[0.9,"], 2, ("[0.9,",)),
+    Row("train-unparsable", "train", [*FAST, "optim.optimizer.betas=[0.9,"], 2, ("[0.9,",)),
     Row("train-gpu-without-gpu", "train", [*FAST[:3], "trainer=gpu", *FAST[4:]], 2, ("trainer.accelerator=gpu",),
         needs_no_gpu=True),
     Row("train-init-from-missing", "train", [*FAST, "run.init_from={d}/no_model"], 2, ("run.init_from=", "no_model")),

@@ -39,7 +39,7 @@ def test_folder_is_safetensors_tokenizer_and_card(model, tmp_path):
     card = (tmp_path / "m" / "README.md").read_text()
     assert "library_name: clsp" in card and "pytorch_model_hub_mixin" in card
     assert "| test / t2a/R@1 | 0.25 |" in card and "| test / n_clips | 32 |" in card
-    assert '"tower": "whisper"' in card  # the config
+    assert '"_target_": "clsp.audio.whisper.WhisperTower"' in card  # the config
     _same_embeddings(model, CLSPModel.from_pretrained(tmp_path / "m"))
 
 

@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1] / "clsp"
 
 # Lowest first. A name covers the module and, for a package, everything inside it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("clsp.errors", "clsp.checks", "clsp.resources", "clsp.audio_io", "clsp.folders", "clsp.atomic")),
+    ("base", ("clsp.errors", "clsp.checks", "clsp.resources", "clsp.audio_io", "clsp.folders", "clsp.atomic",
+              "clsp.validate")),
     ("config", ("clsp.config",)),
-    ("towers and tokenizer", ("clsp.tiny", "clsp.tokenizer", "clsp.text", "clsp.audio", "clsp.clap")),
+    ("towers and tokenizer", ("clsp.tiny", "clsp.tokenizer", "clsp.text", "clsp.audio", "clsp.clap", "clsp.processor",
+                              "clsp.card")),
     ("model and losses", ("clsp.model", "clsp.losses")),
     ("converters, data, loading", ("clsp.convert", "clsp.data", "clsp.loading")),
     ("evaluation", ("clsp.evaluation",)),

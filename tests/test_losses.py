@@ -27,7 +27,7 @@ def outputs(b: int = 6, d: int = 8, extra: int = 0, **kw) -> ContrastiveOutputs:
     owner = torch.cat([torch.arange(b), torch.randint(0, b, (extra,))])
     return ContrastiveOutputs(
         audio=unit(b, d), text=unit(b + extra, d), caption_to_clip=owner,
-        logit_scale=torch.tensor(10.0, dtype=torch.float64, requires_grad=True), **kw,
+        scale=torch.tensor(10.0, dtype=torch.float64, requires_grad=True), **kw,
     )
 
 

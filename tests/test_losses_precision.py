@@ -50,7 +50,7 @@ def _outputs(b: int = B, tokens: bool = False) -> ContrastiveOutputs:
         text=torch.cat([_bf16_unit(text), _bf16_unit(extra)]),
         caption_to_clip=torch.cat([torch.arange(b), torch.arange(b // 2)]),
         # The clamp maximum, where trained models sit; token scores are means of maxima, so a milder scale.
-        logit_scale=torch.tensor(1 / 0.07 if tokens else 100.0).bfloat16(),
+        scale=torch.tensor(1 / 0.07 if tokens else 100.0).bfloat16(),
         logit_bias=torch.tensor(-10.0).bfloat16(),
         negative_text=_bf16_unit(negative),
         has_negative=torch.rand(b, generator=g) < 0.9,

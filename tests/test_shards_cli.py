@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clsp.data.reader import read_samples
+from clsp.data.samples import read_samples
 from clsp.shards import main
 
 

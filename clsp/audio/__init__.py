@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
-from clsp.config import AUDIO_TOWERS, AudioConfig
+from clsp.config import AudioConfig
 
 
 def build_audio_tower(cfg: AudioConfig) -> nn.Module:
-    """The tower named by `cfg.tower`; each returns (pooled, frames, frame_mask)."""
-    if cfg.tower == "htsat":
-        from clsp.audio.htsat import HTSATTower
+    """The tower class `cfg._target_` names, built from `cfg`; each returns (pooled, frames, frame_mask)."""
+    return locate(cfg._target_, "model.audio._target_")(cfg)
 
-        return HTSATTower(cfg)
-    if cfg.tower == "whisper":
-        from clsp.audio.whisper import WhisperTower
 
-        return WhisperTower(cfg)
-    raise ValueError(f"unknown audio tower {cfg.tower!r}; choose one of {AUDIO_TOWERS}")
+def locate(path: str, key: str) -> type:
+    """The class at import path `path` (a config's `_target_`); a one-line error naming `key` otherwise."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{key}={path!r} is not an importable class ({exc})") from None

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from clsp.audio.frontend import ClapFrontend
-from clsp.config import AudioConfig, portable_hf_config
+from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
         raise UserError(f"model.audio.pretrained {cfg.pretrained}: {folder / CONFIG_NAME} is neither a converted audio "
                         "tower, a clsp model nor a transformers CLAP config",
                         "convert the checkpoint first: python -m clsp.convert {htsat,laion,wavcaps} CKPT OUT")
-    if source.get("tower", "htsat") != "htsat":
-        raise UserError(f"model.audio.pretrained {cfg.pretrained} holds a {source.get('tower')} tower, not htsat")
+    tower = source.get("tower") or source.get("_target_", AUDIO_TOWERS["htsat"])
+    if tower not in ("htsat", AUDIO_TOWERS["htsat"]):
+        raise UserError(f"model.audio.pretrained {cfg.pretrained} holds a {tower} tower, not htsat")
     hf = {k: v for k, v in source.get("hf_config", {}).items() if k != "model_type"}
     model = ClapAudioModel(ClapAudioConfig(**hf))
     state = {k[len(prefix):]: v for k, v in load_file(str(folder / WEIGHTS_NAME)).items() if k.startswith(prefix)}

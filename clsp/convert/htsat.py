@@ -131,9 +131,9 @@ def convert_htsat(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path
     model = ClapAudioModel(ClapAudioConfig(**hf))
     model.load_state_dict(weights, strict=True)
     from clsp.audio.htsat import TOWER_CONFIG_KEY
-    from clsp.config import AudioConfig, portable_hf_config
+    from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
 
-    audio = AudioConfig(tower="htsat", hf_config=portable_hf_config(model.config), **AUDIOSET_FRONTEND)
+    audio = AudioConfig(_target_=AUDIO_TOWERS["htsat"], hf_config=portable_hf_config(model.config), **AUDIOSET_FRONTEND)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.safetensors") as tmp:

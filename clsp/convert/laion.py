@@ -47,7 +47,7 @@ def convert_laion(checkpoint: str | os.PathLike, out: str | os.PathLike | None =
 def laion_model(data: dict, checkpoint: str, *, tokenizer: str = "roberta-base", amodel: str | None = None,
                 fusion: bool | None = None):
     """The CLSPModel of an already loaded LAION-CLAP checkpoint dict (`checkpoint` names it in errors)."""
-    from clsp.config import CLSPConfig
+    from clsp.config import AUDIO_TOWERS, CLSPConfig
     from clsp.model import CLSPModel
 
     raw = state_dict_of(data, checkpoint, "state_dict", EXPECTED)
@@ -73,7 +73,7 @@ def laion_model(data: dict, checkpoint: str, *, tokenizer: str = "roberta-base",
 
     fused = audio_hf["enable_fusion"]
     config = CLSPConfig.from_dict({
-        "audio": {"tower": "htsat", "hf_config": audio_hf, "sample_rate": 48000, "n_mels": audio_hf["num_mel_bins"],
+        "audio": {"_target_": AUDIO_TOWERS["htsat"], "hf_config": audio_hf, "sample_rate": 48000, "n_mels": audio_hf["num_mel_bins"],
                   "max_seconds": 10.0, "truncation": "fusion" if fused else "rand_trunc", "padding": "repeatpad",
                   "f_min": 50.0, "f_max": 14000.0, "n_fft": 1024, "hop_length": 480},
         "text": {"pretrained": None, "hf_config": text_hf, "tokenizer": None, "pooling": "pooler", "max_length": 77},

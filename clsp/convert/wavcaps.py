@@ -52,7 +52,7 @@ def convert_wavcaps(checkpoint: str | os.PathLike, out: str | os.PathLike | None
 
 def wavcaps_model(data: dict, checkpoint: str, *, tokenizer: str | None = None):
     """The CLSPModel of an already loaded WavCaps checkpoint dict (`checkpoint` names it in errors)."""
-    from clsp.config import CLSPConfig
+    from clsp.config import AUDIO_TOWERS, CLSPConfig
     from clsp.model import CLSPModel
 
     state = state_dict_of(data, checkpoint, "model", EXPECTED)
@@ -81,7 +81,7 @@ def wavcaps_model(data: dict, checkpoint: str, *, tokenizer: str | None = None):
     ledger.finish()
 
     config = CLSPConfig.from_dict({
-        "audio": {"tower": "htsat", "hf_config": audio_hf, "sample_rate": int(audio_args["sr"]),
+        "audio": {"_target_": AUDIO_TOWERS["htsat"], "hf_config": audio_hf, "sample_rate": int(audio_args["sr"]),
                   "n_mels": audio_hf["num_mel_bins"], "max_seconds": 10.0, "truncation": "rand_trunc",
                   "padding": "pad", "f_min": float(audio_args["f_min"]), "f_max": float(audio_args["f_max"]),
                   "n_fft": int(audio_args["n_fft"]), "hop_length": int(audio_args["hop_length"])},

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from clsp.atomic import atomic_path
-from clsp.evaluation.datasets import Clip, load_audio
+from clsp.evaluation.clips import Clip, load_audio
 
 __all__ = [
     "EmbeddingCache",

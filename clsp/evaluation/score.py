@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from clsp.atomic import write_text_atomic
-from clsp.evaluation.datasets import Clip, as_clips
+from clsp.evaluation.clips import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, PairEmbeddings, embed_pairs
 from clsp.evaluation.similarity import pair_cosines
 

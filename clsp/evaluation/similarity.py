@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from clsp.evaluation.datasets import Clip, as_clips
+from clsp.evaluation.clips import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, PairEmbeddings, embed_pairs
 from clsp.evaluation.metrics import pearson, spearman
 

@@ -26,10 +26,13 @@ import numpy as np
 import torch
 
 from clsp.errors import UserError
-from clsp.evaluation.embed import EmbeddingCache, cache_key, embed_pairs, encode_clips, model_fingerprint
-from clsp.evaluation.metrics import RetrievalRanks, zeroshot_metrics
-from clsp.evaluation.official import OfficialSet, fingerprint, fold_name, load_official, locate, with_labels
+from clsp.evaluation.catalog import fingerprint, fold_name, load_official, locate, with_labels
+from clsp.evaluation.embed import EmbeddingCache, model_fingerprint
+from clsp.evaluation.metrics import RetrievalRanks
+from clsp.evaluation.official import OfficialSet
 from clsp.evaluation.published import published_for
+from clsp.evaluation.tables import data_fingerprint, load_similarity_table
+from clsp.evaluation.tasks import Evaluation, evaluate
 
 __all__ = ["SUITES", "SuiteTask", "find_sets", "run_suite"]
 
@@ -59,8 +62,6 @@ SUITES: dict[str, tuple[SuiteTask, ...]] = {
 
 def find_sets(tasks: tuple[SuiteTask, ...], root: Path, ratings: str | None) -> tuple[dict[str, object], list[str]]:
     """({dataset: OfficialSet or similarity clips}, [why each missing data set is missing])."""
-    from clsp.evaluation.datasets import load_similarity_table
-
     found: dict[str, object] = {}
     not_found: list[str] = []
     for name in dict.fromkeys(t.dataset for t in tasks):
@@ -88,38 +89,29 @@ def _set_info(found: OfficialSet) -> dict:
     }
 
 
-def _encode_set(model, found: OfficialSet, cache: EmbeddingCache, key: str | None, batch_size: int,
-                desc: str) -> torch.Tensor:
-    """[N, D] audio embeddings of every clip of the set, from the cache when it has them."""
-    def compute() -> tuple[dict[str, torch.Tensor], dict]:
-        return {"audio": encode_clips(model, found.clips, batch_size, desc=desc)[0]}, {}
-
-    return cache.get_or_compute(key, compute)[0]["audio"]
-
-
-def _zeroshot(model, found: OfficialSet, audio: torch.Tensor, task: SuiteTask, fold: str | None) -> tuple[dict, dict]:
-    """(metrics, protocol info) of one zero-shot task from the set's audio embeddings."""
-    from clsp.evaluation.zeroshot import class_embeddings, fold_accuracies, label_targets
-
+def _evaluation(task: SuiteTask, found: object, ratings: str | None, esc50_fold: str | None) -> tuple[Evaluation, dict]:
+    """(the task's Evaluation, its protocol notes for the report)."""
+    if task.kind == "similarity":
+        return Evaluation("similarity", lambda: found, data_fingerprint(ratings, found)), {"ratings": ratings}
+    if task.kind == "retrieval":
+        return Evaluation("retrieval", lambda: found.clips, fingerprint(found)), {
+            "captions_per_clip": float(np.mean([len(c.captions) for c in found.clips])),
+            "a2t/mAP@10": "standard AP@10 (WavCaps)",
+            "a2t/mAP@10_laion": "LAION-CLAP evaluate_clotho_audiocaps (unsorted)",
+            "medR": "floor(median(0-based rank)) + 1 (LAION-CLAP, WavCaps)"}
     indices, clips, names = with_labels(found, task.label)
     protocol: dict = {"label": task.label, "without_label": len(found.clips) - len(clips)}
+    fold = esc50_fold if task.dataset == "esc50" else None
     if fold is not None:
         fold = fold_name(fold)
-        keep = [i for i, c in enumerate(clips) if c.attributes.get("fold") == fold]
-        if not keep:
+        indices = [i for i, c in zip(indices, clips) if c.attributes.get("fold") == fold]
+        if not indices:
             raise UserError(f"{found.name}: no clip in fold {fold}", "use a fold number the release has (1-5 for ESC-50)")
-        indices, clips = [indices[i] for i in keep], [clips[i] for i in keep]
         protocol["heldout_fold"] = fold
-    templates = found.templates.get(task.label) or found.templates.get(found.default_label)
-    protocol["templates"] = list(templates)
-    targets = label_targets(clips, names)
-    metrics = zeroshot_metrics(audio[torch.tensor(indices)], class_embeddings(model, names, templates), targets, names)
-    metrics["class_names"] = names
-    metrics["num_clips"] = len(clips)
-    folds = [c.attributes.get("fold") for c in clips]
-    if fold is None and all(folds) and len(set(folds)) > 1:
-        metrics |= fold_accuracies(metrics["predictions"], targets.tolist(), folds)
-    return metrics, protocol
+    templates = list(found.templates.get(task.label) or found.templates.get(found.default_label))
+    protocol["templates"] = templates
+    labels = [found.clips[i].attributes[task.label] for i in indices]
+    return Evaluation("zeroshot", lambda: found.clips, fingerprint(found), names, templates, indices, labels), protocol
 
 
 def run_suite(
@@ -144,48 +136,24 @@ def run_suite(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"suite root {root} is not a folder", "pass --root DIR holding the downloaded data sets")
-    tasks = SUITES[name]
-    sets, not_found = find_sets(tasks, root, ratings)
-    tasks = tuple(t for t in tasks if t.dataset in sets)
+    sets, not_found = find_sets(SUITES[name], root, ratings)
+    tasks = tuple(t for t in SUITES[name] if t.dataset in sets)
+    prepared = {t.id: _evaluation(t, sets[t.dataset], ratings, esc50_fold) for t in tasks}
     results: dict[str, dict[str, dict]] = {t.id: {} for t in tasks}
-    protocols: dict[str, dict] = {}
     ranks: dict[str, dict[str, RetrievalRanks]] = {}
-    data_fp = {k: fingerprint(v) for k, v in sets.items() if isinstance(v, OfficialSet)}
-    if "ratings" in sets:
-        from clsp.evaluation.datasets import data_fingerprint
-
-        data_fp["ratings"] = data_fingerprint(ratings, sets["ratings"])
     for spec in models:
         model = load_model(spec)
         model_fp = model_fingerprint(model)
-        audio: dict[str, torch.Tensor] = {}  # each data set encoded once per model
+        audio: dict[str, torch.Tensor] = {}  # each zero-shot set's clips encoded once per model
         for task in tasks:
+            outcome = evaluate(model, prepared[task.id][0], cache=cache, batch_size=batch_size, model_fp=model_fp,
+                               desc=f"{task.dataset} [{spec}]", audio=audio)
             found = sets[task.dataset]
-            key = None if model_fp is None else cache_key(model=model_fp, data=data_fp.get(task.dataset), what=task.kind)
-            desc = f"{task.dataset} [{spec}]"
-            if task.kind == "retrieval":
-                from clsp.evaluation.retrieval import _device, retrieval_from_embeddings
-
-                pairs = embed_pairs(model, found.clips, cache=cache, key=key, batch_size=batch_size, desc=desc)
-                metrics, ranks.setdefault(task.id, {})[spec] = retrieval_from_embeddings(pairs, None, _device(model))
-                metrics |= {"listed_clips": found.listed, "missing_clips": len(found.missing)}
-                protocols[task.id] = {"captions_per_clip": _captions_per_clip(found),
-                                      "a2t/mAP@10": "standard AP@10 (WavCaps)",
-                                      "a2t/mAP@10_laion": "LAION-CLAP evaluate_clotho_audiocaps (unsorted)",
-                                      "medR": "floor(median(0-based rank)) + 1 (LAION-CLAP, WavCaps)"}
-            elif task.kind == "zeroshot":
-                if task.dataset not in audio:
-                    audio[task.dataset] = _encode_set(model, found, cache, key, batch_size, desc)
-                fold = esc50_fold if task.dataset == "esc50" else None
-                metrics, protocols[task.id] = _zeroshot(model, found, audio[task.dataset], task, fold)
-                metrics |= {"listed_clips": found.listed, "missing_clips": len(found.missing)}
-            else:
-                from clsp.evaluation.similarity import evaluate_similarity
-
-                metrics = evaluate_similarity(model, found, batch_size=batch_size, cache=cache, cache_key=key,
-                                              desc=desc)
-                protocols[task.id] = {"ratings": ratings}
-            results[task.id][spec] = metrics
+            if isinstance(found, OfficialSet):
+                outcome.metrics |= {"listed_clips": found.listed, "missing_clips": len(found.missing)}
+            if outcome.ranks is not None:
+                ranks.setdefault(task.id, {})[spec] = outcome.ranks
+            results[task.id][spec] = outcome.metrics
         del model
     return {
         "suite": name,
@@ -193,12 +161,8 @@ def run_suite(
         "models": models,
         "results": results,
         "sets": {k: _set_info(v) for k, v in sets.items() if isinstance(v, OfficialSet)},
-        "protocols": protocols,
+        "protocols": {task_id: protocol for task_id, (_, protocol) in prepared.items()},
         "published": {t.id: [vars(p) for p in published_for(t.id)] for t in SUITES[name]},
         "not_found": not_found,
         "ranks": ranks,
     }
-
-
-def _captions_per_clip(found: OfficialSet) -> float:
-    return float(np.mean([len(c.captions) for c in found.clips]))

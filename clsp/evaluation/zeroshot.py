@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clsp.evaluation.datasets import Clip, as_clips
+from clsp.evaluation.clips import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, encode_clips, encode_texts
 from clsp.evaluation.metrics import zeroshot_metrics
 
 __all__ = [
     "DEFAULT_TEMPLATES", "check_templates", "class_embeddings", "evaluate_zeroshot", "fold_accuracies", "label_targets",
-    "read_labels",
+    "prompt_cache_key", "read_labels",
 ]
 
 DEFAULT_TEMPLATES = ("This is a sound of {label}.",)
@@ -52,9 +55,6 @@ def check_templates(templates: Sequence[str]) -> None:
 
 def read_labels(path: str) -> list[str]:
     """A label list: a JSON list, or one label per line (blank lines ignored)."""
-    import json
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"label list not found: {p}")
@@ -113,7 +113,7 @@ def evaluate_zeroshot(
     audio = cache.get_or_compute(
         cache_key, lambda: ({"audio": encode_clips(model, items, batch_size, desc=desc)[0]}, {})
     )[0]["audio"]
-    text_key = None if cache_key is None else f"{cache_key}-prompts-" + _hash([names, list(templates)])
+    text_key = None if cache_key is None else prompt_cache_key(cache_key, names, templates)
     text = cache.get_or_compute(text_key, lambda: ({"text": class_embeddings(model, names, templates)}, {}))[0]["text"]
     out = zeroshot_metrics(audio, text, targets, names)
     out["class_names"] = names
@@ -121,11 +121,9 @@ def evaluate_zeroshot(
     return out
 
 
-def _hash(obj: object) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:16]
+def prompt_cache_key(audio_key: str, names: Sequence[str], templates: Sequence[str]) -> str:
+    """The cache key of a label list's prompt embeddings, derived from its audio embeddings' key."""
+    return f"{audio_key}-prompts-" + hashlib.sha256(json.dumps([list(names), list(templates)]).encode()).hexdigest()[:16]
 
 
 def fold_accuracies(predictions: Sequence[int], targets: Sequence[int], folds: Sequence[str]) -> dict[str, float]:

@@ -21,10 +21,13 @@ step itself (`CLSPTrainingModule.optimizer_step`).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
@@ -72,6 +75,32 @@ class EMA(EMAWeightAveraging):
         if self._device is None:
             self._device = trainer.strategy.root_device
         super().setup(trainer, pl_module, stage)
+
+
+class RandomState(L.Callback):
+    """Saves the torch, python and CUDA random states with each checkpoint and restores them at the first
+    batch after a resume (not at load time, so nothing Lightning does while restarting draws from them):
+    dropout and friends then draw as in an uninterrupted run."""
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        version, state, gauss = random.getstate()
+        return {"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._to_restore = state
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        state, self._to_restore = self._to_restore, None
+        if state:
+            torch.set_rng_state(state["torch"])
+            version, inner, gauss = state["python"]
+            random.setstate((version, tuple(inner), gauss))
+            if state["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class RichProgressBar(callbacks.RichProgressBar):

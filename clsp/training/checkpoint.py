@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clsp.training.callbacks import LAST
+
 
 def latest_checkpoint(run_root: str | Path) -> Path:
     """checkpoints/last.ckpt of the newest run folder under `run_root` (runs/<name>)."""
-    from clsp.training.callbacks import LAST  # imports Lightning (seconds), which exporting does not need
-
     run_root = Path(run_root)
     candidates = sorted(run_root.glob(f"*/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
     if not candidates:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import get_class
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from clsp.errors import ConfigError
 from clsp.losses import LossSuite
-from clsp.training.compose import ConfigError
-from clsp.training.schedule import MultiPositiveSchedule
 
 
 def instantiate(node: Mapping[str, Any] | DictConfig, where: str, *, partial: bool = False, **kwargs: Any) -> Any:
@@ -25,9 +27,6 @@ def instantiate(node: Mapping[str, Any] | DictConfig, where: str, *, partial: bo
     `partial=True` returns the callable with the config's arguments bound (`functools.partial`), for
     arguments only known at run time that a config cannot hold (parameter groups, an optimizer).
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate as hydra_instantiate
-
     if OmegaConf.is_config(node):
         node = OmegaConf.to_container(node, resolve=True)
     if not isinstance(node, Mapping) or "_target_" not in node:
@@ -40,6 +39,15 @@ def instantiate(node: Mapping[str, Any] | DictConfig, where: str, *, partial: bo
         raise ConfigError(f"{where}: {text}", f"check {where}._target_ and its arguments") from None
 
 
+def component_class(path: str, where: str) -> type:
+    """The class a `_target_` names, for components built with run-time arguments (the data module)."""
+    try:
+        return get_class(path)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{where}={path!r} is not an importable class ({' '.join(str(exc).split())})",
+                          f"check {where}") from None
+
+
 def call(factory: Any, where: str, *args: Any, **kwargs: Any) -> Any:
     """Call a partial from `instantiate(..., partial=True)`; wrong arguments are a ConfigError naming `where`."""
     try:
@@ -48,32 +56,27 @@ def call(factory: Any, where: str, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{where}: {' '.join(str(exc).split())}", f"check the arguments under {where}") from None
 
 
-def build_losses(spec: Mapping[str, Any] | DictConfig) -> tuple[LossSuite, MultiPositiveSchedule | None]:
-    """The weighted loss terms of `loss:` and the caption schedule, if a term needs all captions.
-
-    A term is `{_target_: <loss class>, weight: w, **arguments}`; a multi-positive term may carry
-    `caption_schedule: {p_start, p_end, ramp_steps}` (defaults: CLSP's 0.05 -> 0.5 over 10 000 steps).
-    """
+def build_losses(spec: Mapping[str, Any] | DictConfig) -> LossSuite:
+    """The weighted loss terms of `loss:`; a term is `{_target_: <loss class>, weight: w, **arguments}`."""
     if OmegaConf.is_config(spec):
         spec = OmegaConf.to_container(spec, resolve=True)
     if not isinstance(spec, Mapping) or not spec:
         raise ConfigError(f"loss: needs at least one term, got {spec!r}", "choose a loss config, e.g. loss=global")
     terms: dict[str, tuple[nn.Module, float]] = {}
-    schedule: MultiPositiveSchedule | None = None
     for term, settings in spec.items():
         where = f"loss.{term}"
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}: a term is a mapping with `_target_` and `weight`, got {settings!r}")
         settings = dict(settings)
         weight = settings.pop("weight", 1.0)
-        caption_schedule = settings.pop("caption_schedule", None)
+        if "caption_schedule" in settings:
+            raise ConfigError(f"{where}.caption_schedule was renamed to data.caption_schedule",
+                              "captions are chosen in the data: move the schedule there")
         module = instantiate(settings, where)
         if not isinstance(module, nn.Module):
             raise ConfigError(f"{where}: {settings['_target_']} is not a loss module (torch.nn.Module)")
-        if caption_schedule is not None or getattr(module, "needs_all_captions", False):
-            schedule = call(MultiPositiveSchedule, f"{where}.caption_schedule", **(caption_schedule or {}))
         terms[str(term)] = (module, weight)
     try:
-        return LossSuite(terms), schedule
+        return LossSuite(terms)
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None

@@ -1,169 +1,64 @@
 """Compose a run's config from configs/ + a recipe + command-line overrides, with one-line errors.
 
-Which keys exist is the schema's business (`clsp.training.schema`, merged first): a misspelt key is
-reported with its close matches. The types and ranges of the values that would otherwise fail deep
-inside torch or Lightning (`optim.lr=abc`, `trainer.devices=0`) are checked here, from the `CHECKS`
-table, before any model or data is built.
+Which keys exist and their types are the schema's business (`clsp.training.schema`, merged first):
+a misspelt key is reported with its close matches, a key renamed since an earlier version with its
+new name. Each section then checks its own ranges and choices (`typed_config`), and the sections are
+checked against each other (a loss that needs two captions per clip with a caption policy that gives
+one), all before any model or data is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import typing
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
-from clsp.errors import UserError
+from clsp.errors import ConfigError
 from clsp.resources import config_dir, recipe_dir
+from clsp.training.components import build_losses
+from clsp.training.schema import TrainConfig, register
 
-
-class ConfigError(UserError):
-    """A bad recipe, override or value: reported as one line, before any model is built."""
-
-    def __init__(self, what: str, todo: str | None = None) -> None:
-        super().__init__(what, todo or "fix it with a key=value override or in the recipe "
-                                       "(`python -m clsp.train --help`)")
-
-
-@dataclass(frozen=True)
-class Check:
-    """What a config value may be: a type, an inclusive or exclusive range, or a list of choices.
-
-    `other` accepts further forms (e.g. Lightning's `devices="auto"` or a list of device ids);
-    `example` is the fix the error suggests.
-    """
-
-    kind: type
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: tuple[str, ...] = ()
-    null: bool = False
-    other: Callable[[Any], bool] | None = None
-    example: str = ""
-
-    def describe(self) -> str:
-        if self.choices:
-            text = f"one of {', '.join(self.choices)}"
-        else:
-            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
-            bounds = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
-                      if v is not None]
-            text += f" {' and '.join(bounds)}" if bounds else ""
-        return text + (" (or null)" if self.null else "")
-
-
-def _device_ids(value: Any) -> bool:
-    """Lightning's other `devices` forms: "auto", -1 (all), a list of ids or "0,1"."""
-    if value == -1 or value == "auto":
-        return True
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else None
-    return bool(items) and all(str(v).strip().isdigit() for v in items)
-
-
-_PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
-               "transformer-engine", "transformer-engine-float16")
-
-# Config keys whose values are checked when the config is composed. A key the config lacks is skipped.
-CHECKS: dict[str, Check] = {
-    "run.seed": Check(int, ge=0),
-    "optim.lr": Check(float, gt=0, example="optim.lr=1e-4"),
-    "optim.tower_lr": Check(float, gt=0, null=True, example="optim.tower_lr=1e-5"),
-    "optim.weight_decay": Check(float, ge=0),
-    "optim.optimizer.eps": Check(float, gt=0),
-    "optim.scheduler.warmup_steps": Check(int, ge=0),
-    "optim.scheduler.schedule": Check(str, choices=("cosine", "constant")),
-    "optim.scheduler.min_lr_ratio": Check(float, ge=0, le=1),
-    "trainer.accelerator": Check(str, choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")),
-    "trainer.devices": Check(int, ge=1, other=_device_ids, example="trainer.devices=1 (or auto, -1 = all, 0,1)"),
-    "trainer.num_nodes": Check(int, ge=1),
-    "trainer.precision": Check(str, choices=_PRECISIONS),
-    "trainer.max_steps": Check(int, ge=1, null=True, other=lambda v: v == -1),
-    "trainer.max_epochs": Check(int, ge=1, null=True),
-    "trainer.val_check_interval": Check(float, gt=0, null=True),
-    "trainer.check_val_every_n_epoch": Check(int, ge=1, null=True),
-    "trainer.log_every_n_steps": Check(int, ge=1),
-    "trainer.gradient_clip_val": Check(float, ge=0, null=True),
-    "trainer.accumulate_grad_batches": Check(int, ge=1),
-    "trainer.checkpoint_every_n_steps": Check(int, ge=1),
-    "trainer.ema_decay": Check(float, gt=0, lt=1, null=True, example="trainer.ema_decay=0.999"),
-    "trainer.compile": Check(bool),
-    "trainer.enable_progress_bar": Check(bool),
-    "data.batch_size": Check(int, ge=1),
-    "data.num_workers": Check(int, ge=0),
-    "data.shuffle_buffer": Check(int, ge=0),
-    "data.samples_per_epoch": Check(int, ge=1, null=True),
-    "data.epoch_mode": Check(bool),
-    "data.max_failure_rate": Check(float, ge=0, le=1, null=True),
-    "data.caption_policy": Check(str, choices=("short", "long", "both", "random")),
-    "data.val_caption_policy": Check(str, choices=("short", "long", "all")),
-    "model.audio.sample_rate": Check(int, ge=1),
-    "model.audio.max_seconds": Check(float, gt=0),
-    "model.text.max_length": Check(int, ge=2),
-    "model.head.dim": Check(int, ge=1),
+# Keys renamed since earlier versions: an override or recipe that uses one gets a one-line "renamed to".
+RENAMED = {
+    "optim.name": "optim.optimizer._target_",
+    "optim.betas": "optim.optimizer.betas",
+    "optim.eps": "optim.optimizer.eps",
+    "optim.warmup_steps": "optim.scheduler.warmup_steps",
+    "optim.schedule": "optim.scheduler.schedule",
+    "optim.min_lr_ratio": "optim.scheduler.min_lr_ratio",
+    "caption_schedule": "data.caption_schedule",
+    "trainer.progress_bar": "trainer.enable_progress_bar",
+    "logger.wandb_project": "logger.wandb.project",
+    "logger.wandb_offline": "logger.wandb.offline",
+    "model.audio.tower": "model.audio._target_",
+    "data.text_lowercase": "model.text.lowercase",
+    "data.max_text_length": "model.text.max_length",
 }
+_RENAMED_PATTERNS = ((re.compile(r"^loss\.[^.]+\.name$"), "loss.<term>._target_"),
+                     (re.compile(r"^loss\.[^.]+\.caption_schedule(\..*)?$"), "data.caption_schedule"))
 
 
-def _coerce(value: Any, check: Check) -> Any:
-    """The value as `check.kind` (a number for int/float), or raise ValueError. Text like '1e-4' is a number."""
-    if check.kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError
-    if check.kind is str:
-        text = str(value)
-        if check.choices and text not in check.choices:
-            raise ValueError
-        return text if isinstance(value, str) else value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError
-    number = float(value)  # ValueError for 'abc'
-    if not math.isfinite(number):
-        raise ValueError
-    if check.kind is int:
-        if number != int(number):
-            raise ValueError
-        number = int(number)
-    for bound, ok in ((check.ge, lambda b: number >= b), (check.gt, lambda b: number > b),
-                      (check.le, lambda b: number <= b), (check.lt, lambda b: number < b)):
-        if bound is not None and not ok(bound):
-            raise ValueError
-    return number
-
-
-def check_values(cfg: DictConfig, checks: dict[str, Check] = CHECKS) -> None:
-    """Check (and normalise: '1e-4' -> 1e-4) the values named in `checks`; ConfigError names the key."""
-    absent = object()
-    for key, check in checks.items():
-        value = OmegaConf.select(cfg, key, default=absent)
-        if value is absent or (value is None and check.null):
-            continue
-        if value is not None and check.other is not None and check.other(value):
-            continue
-        try:
-            if value is None:
-                raise ValueError
-            fixed = _coerce(value, check)
-        except ValueError:
-            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-            todo = f"give {check.describe()}" + (f", e.g. {check.example}" if check.example else "")
-            raise ConfigError(f"{key}={shown!r} is not valid", todo) from None
-        # Numbers given as text become numbers; an int stays an int where a number is asked for
-        # (Lightning reads val_check_interval=2000 as batches, 2000.0 as a fraction).
-        if (isinstance(value, str) and fixed != value) or (check.kind is int and type(value) is float):
-            OmegaConf.update(cfg, key, fixed, merge=False, force_add=True)
-    trainer = cfg.get("trainer") or {}
-    if trainer.get("ema_decay") and "deepspeed" in str(trainer.get("strategy")):
-        # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
-        raise ConfigError("trainer.ema_decay does not work with DeepSpeed strategies",
-                          "use trainer=gpu (DDP) for EMA, or trainer.ema_decay=null")
+def check_renamed(overrides: list[str]) -> None:
+    """A one-line error for an override that names a key by its old name."""
+    for item in overrides:
+        key = item.partition("=")[0].lstrip("+~")
+        new = RENAMED.get(key) or next((n for p, n in _RENAMED_PATTERNS if p.match(key)), None)
+        if new is None and key.startswith("caption_schedule."):
+            new = "data.caption_schedule"
+        if new is not None:
+            raise ConfigError(f"{key} was renamed to {new}", f"write {new}=... instead")
 
 
 def available_recipes() -> list[str]:
@@ -188,19 +83,38 @@ def quote_shard_patterns(overrides: list[str]) -> list[str]:
     return out
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Hydra compose of configs/train.yaml with `recipe=NAME` and any `group=choice` / `key=value`."""
-    overrides = quote_shard_patterns(list(overrides))
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+_INTEGRAL = re.compile(r"^[+-]?\d+\.0*$")
 
+
+def integral_numbers(overrides: list[str]) -> list[str]:
+    """`key=8.0` as `key=8` where the schema types `key` as an integer (a common command-line slip)."""
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and _INTEGRAL.match(value.strip()) and _field_type(TrainConfig, key.lstrip("+~").split(".")) is int:
+            item = f"{key}={int(float(value))}"
+        out.append(item)
+    return out
+
+
+def _field_type(cls: type, path: list[str]) -> type | None:
+    """The type of the field at `path` in a dataclass tree (Optional[X] as X), or None."""
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    kind = hints.get(path[0])
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    kind = args[0] if len(args) == 1 and kind not in (int, float, str, bool) else kind
+    return kind if len(path) == 1 else _field_type(kind, path[1:])
+
+
+def compose_config(overrides: list[str], *, allow_missing: bool = False) -> DictConfig:
+    """Hydra compose of configs/train.yaml with `recipe=NAME` and any `group=choice` / `key=value`,
+    checked (`typed_config`). `allow_missing` leaves required settings as `???` (for --print-config)."""
+    overrides = integral_numbers(quote_shard_patterns(list(overrides)))
     for item in overrides:
         if item.startswith("recipe=") and item.split("=", 1)[1] not in available_recipes():
-            raise ConfigError(f"unknown recipe {item.split('=', 1)[1]!r}; choose one of {available_recipes()}")
-    from clsp.training.schema import register
-
+            raise ConfigError(f"unknown recipe {item.split('=', 1)[1]!r}",
+                              f"choose one of {', '.join(available_recipes())} (`python -m clsp.train --recipes`)")
+    check_renamed(overrides)
     register()
     GlobalHydra.instance().clear()
     try:
@@ -212,11 +126,67 @@ def compose_config(overrides: list[str]) -> DictConfig:
     finally:
         GlobalHydra.instance().clear()
     missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
+    if missing and not allow_missing:
         raise ConfigError(f"required setting(s) not given: {', '.join(missing)}",
                           "add them as overrides, e.g. " + " ".join(f"{k}=..." for k in missing))
-    check_values(cfg)
+    check_added_keys(cfg, overrides)
+    if not missing:
+        typed_config(cfg)
     return cfg
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """`+key=value` adds a key: allowed in free-form sections (loss terms, loggers, callbacks, a
+    `_target_`'s arguments), a one-line error where a typed section has no such field (a misspelling)."""
+    for item in overrides:
+        if not item.startswith("+") or item.startswith("++"):
+            continue
+        parent_key, _, name = item[1:].partition("=")[0].rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        fields = _dataclass_fields(parent)
+        if fields is not None and name not in fields:
+            close = difflib.get_close_matches(name, fields, n=3)
+            where = f"{parent_key}." if parent_key else ""
+            todo = f"did you mean {', '.join(where + c for c in close)}?" if close else \
+                f"known keys in {parent_key or 'the config'}: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key {where + name!r}", todo)
+
+
+def _dataclass_fields(node: object) -> list[str] | None:
+    """The field names of a typed (dataclass) config node, or None for a free-form one."""
+    if not OmegaConf.is_dict(node):
+        return None
+    kind = OmegaConf.get_type(node)
+    return [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+
+
+def typed_config(cfg: DictConfig) -> TrainConfig:
+    """The config as dataclass objects, each section having checked its values; then the sections
+    checked against each other. A problem is a ConfigError naming the key."""
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except ValueError as exc:  # a section's __post_init__: "data.batch_size=0 is not valid; give ..."
+        raise ConfigError.from_exception(exc) from None
+    except OmegaConfBaseException as exc:
+        raise _schema_error(exc) or ConfigError(str(exc).splitlines()[0]) from None
+    check_sections(typed)
+    return typed
+
+
+def check_sections(cfg: TrainConfig) -> None:
+    """Rules that join two sections: which captions the data gives and which the losses need."""
+    losses = build_losses(cfg.loss)
+    both = cfg.data.caption_policy == "both"
+    if losses.needs_all_captions and not both:
+        raise ConfigError(f"the loss needs two captions per clip but data.caption_policy={cfg.data.caption_policy} "
+                          "gives one", "set data.caption_policy=both")
+    if both and not losses.needs_all_captions:
+        raise ConfigError("data.caption_policy=both gives two captions per clip but no loss term uses the second",
+                          "add a multi-positive term (loss=multipositive) or choose short, long or random")
+    if losses.needs_negatives != bool(cfg.data.hard_negatives):
+        raise ConfigError(f"data.hard_negatives={str(cfg.data.hard_negatives).lower()} but "
+                          f"{'a' if losses.needs_negatives else 'no'} loss term uses hard negatives",
+                          f"set data.hard_negatives={str(losses.needs_negatives).lower()}")
 
 
 def _hydra_error(exc: Exception) -> ConfigError:
@@ -235,11 +205,12 @@ def _hydra_error(exc: Exception) -> ConfigError:
     return ConfigError(message, " ".join(lines[1:]) or None)
 
 
+_TYPE_WORDS = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false"}
+
+
 def _schema_error(exc: Exception) -> ConfigError | None:
     """A key the schema lacks (with the close matches) or a value of the wrong type, from OmegaConf's error
     (raised directly, or as the cause of Hydra's override error); None for other errors."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-
     cause = exc
     while cause is not None and not isinstance(cause, (ConfigKeyError, ConfigAttributeError, ValidationError)):
         cause = cause.__cause__ or cause.__context__
@@ -247,11 +218,11 @@ def _schema_error(exc: Exception) -> ConfigError | None:
         return None
     full_key = str(getattr(cause, "full_key", "") or "")
     if isinstance(cause, ValidationError):
-        check = CHECKS.get(full_key)
         value = getattr(cause, "value", None) if hasattr(cause, "value") else None
         first = str(cause).splitlines()[0].strip()
         what = f"{full_key}={value!r} is not valid" if value is not None else f"{full_key}: {first}"
-        return ConfigError(what, f"give {check.describe()}" if check else first)
+        wanted = next((words for name, words in _TYPE_WORDS.items() if f"converted to {name}" in first), None)
+        return ConfigError(what, f"give {wanted}" if wanted else first)
     key = getattr(cause, "key", None) or full_key.rsplit(".", 1)[-1]
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
     node = getattr(cause, "parent_node", None) or getattr(cause, "object", None)

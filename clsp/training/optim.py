@@ -12,15 +12,18 @@ fewer than two dimensions, plus logit_scale / logit_bias). Pretrained towers can
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from clsp.training.components import call, instantiate
 
+if TYPE_CHECKING:  # the schema imports SCHEDULES from here
+    from clsp.training.schema import OptimConfig
+
 _NO_DECAY_NAMES = ("logit_scale", "logit_bias")
+SCHEDULES = ("cosine", "constant")
 
 
 def param_groups(
@@ -48,20 +51,18 @@ def param_groups(
     return out
 
 
-def build_optimizer(model: nn.Module, optim: Mapping[str, Any],
+def build_optimizer(model: nn.Module, optim: OptimConfig,
                     pretrained_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:
     """`optim.optimizer` (a `_target_` class such as torch.optim.AdamW) over the parameter groups."""
-    tower_lr = optim.get("tower_lr")
-    groups = param_groups(model, lr=float(optim["lr"]), weight_decay=float(optim.get("weight_decay", 0.0)),
-                          tower_lr=None if tower_lr is None else float(tower_lr),
+    groups = param_groups(model, lr=optim.lr, weight_decay=optim.weight_decay, tower_lr=optim.tower_lr,
                           pretrained_prefixes=pretrained_prefixes)
-    factory = instantiate(optim["optimizer"], "optim.optimizer", partial=True)
-    return call(factory, "optim.optimizer", groups, lr=float(optim["lr"]))
+    factory = instantiate(optim.optimizer, "optim.optimizer", partial=True)
+    return call(factory, "optim.optimizer", groups, lr=optim.lr)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, optim: Mapping[str, Any], total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):
     """`optim.scheduler` (a `_target_` callable taking the optimizer and total_steps), stepped per step."""
-    factory = instantiate(optim["scheduler"], "optim.scheduler", partial=True)
+    factory = instantiate(optim.scheduler, "optim.scheduler", partial=True)
     return call(factory, "optim.scheduler", optimizer, total_steps=total_steps)
 
 
@@ -74,8 +75,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
 def lr_factor(warmup_steps: int, total_steps: int, min_ratio: float = 0.0, schedule: str = "cosine"):
     """Multiplier of the base lr at each step: linear warmup, then cosine decay (or constant)."""
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"unknown lr schedule {schedule!r}; choose 'cosine' or 'constant'")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; choose one of {SCHEDULES}")
 
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:

@@ -1,42 +1,57 @@
 """Run a composed config: build model, losses, data and trainer; fit; export; evaluate.
 
 Run folder (one per run, shared by all ranks): `<run.output_dir>/<run.name>/<run id>/` holding
-config.yaml, tokenizer/, checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json.
-The run id is rank 0's time stamp, plus the job id under SLURM/LSF (`20260101-120000-job4242`).
+config.yaml (what ran: the model section is the built model's own config), tokenizer/,
+checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json. The run id is rank 0's time
+stamp, plus the job id under SLURM/LSF (`20260101-120000-job4242`).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from clsp.atomic import write_text_atomic
-from clsp.errors import UserError
-from clsp.training.compose import ConfigError
+from clsp.config import CLSPConfig
+from clsp.data.demo import build_demo
+from clsp.data.urls import expand_urls, parse_sources
+from clsp.errors import ConfigError, UserError
+from clsp.evaluation.clips import Skips, shard_clips
+from clsp.evaluation.retrieval import evaluate_retrieval
+from clsp.loading import load_model, model_from_checkpoint
+from clsp.model import CLSPModel
+from clsp.training.callbacks import BEST, EMA, LAST, RandomState, RichProgressBar, checkpoint_callbacks
+from clsp.training.checkpoint import latest_checkpoint
+from clsp.training.components import build_losses, component_class, instantiate
+from clsp.training.compose import typed_config
+from clsp.training.counters import DataCounters
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
+from clsp.training.module import CLSPTrainingModule
+from clsp.training.schema import CLSP_ONLY, TrainConfig
 
 
-def run_folder(cfg: DictConfig, launch: Launch) -> tuple[Path, str | None]:
+def run_folder(cfg: TrainConfig, launch: Launch) -> tuple[Path, str | None]:
     """(run folder, checkpoint to resume from or None). Decided on rank 0 (see `launch.once`)."""
     root = Path(cfg.run.output_dir) / str(cfg.run.name)
-    resume = cfg.get("resume")
-    if resume:
-        from clsp.training.checkpoint import latest_checkpoint
-
+    if cfg.resume:
         try:
-            ckpt = latest_checkpoint(root) if str(resume) == "latest" else Path(str(resume))
+            ckpt = latest_checkpoint(root) if cfg.resume == "latest" else Path(cfg.resume)
         except FileNotFoundError as exc:
             raise ConfigError(str(exc)) from None
         if not ckpt.exists():
             raise ConfigError(f"resume: checkpoint not found: {ckpt}")
         return ckpt.resolve().parent.parent, str(ckpt)
-    if cfg.run.get("dir"):
+    if cfg.run.dir:
         return Path(cfg.run.dir), None
     # The processes Lightning's launcher starts later inherit rank 0's choice through the environment.
     name = os.environ.get(RUN_ID_VAR) or (run_id(launch) if launch.is_rank_zero else None)
@@ -47,71 +62,75 @@ def run_folder(cfg: DictConfig, launch: Launch) -> tuple[Path, str | None]:
     return root / name, None
 
 
-def prepare_data(cfg: DictConfig) -> None:
+def prepare_data(cfg: TrainConfig) -> None:
     """Build the demo corpus when the recipe asks for it, then check every shard path exists (rank 0)."""
-    data = cfg.data
-    if data.get("demo") is not None:
-        from clsp.data.demo import build_demo
-
-        demo = data.demo
-        build_demo(demo.root, seed=int(demo.seed), n_train=int(demo.n_train), n_val=int(demo.n_val),
-                   n_test=int(demo.n_test), sample_rate=int(cfg.model.audio.sample_rate))
-    from clsp.data.reader import parse_sources
-
+    demo = cfg.data.demo
+    if demo is not None:
+        build_demo(demo.root, seed=demo.seed, n_train=demo.n_train, n_val=demo.n_val, n_test=demo.n_test,
+                   sample_rate=cfg.model.audio.sample_rate)
     for split in ("train", "val", "test"):
-        spec = data.get(split)
+        spec = getattr(cfg.data, split)
         if spec:
             try:
-                parse_sources(OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec)
+                parse_sources(spec)
             except (FileNotFoundError, ValueError) as exc:
                 raise ConfigError(f"data.{split}: {exc}") from None
 
 
-def build_model(cfg: DictConfig):
-    """(model, pretrained parameter prefixes) from run.init_from or the model config."""
-    from clsp.config import CLSPConfig
-    from clsp.loading import load_model
-    from clsp.model import CLSPModel
+def build_model(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None) -> tuple[CLSPModel, tuple[str, ...]]:
+    """(model, pretrained parameter prefixes) from run.init_from or the model config.
 
-    if cfg.run.get("init_from"):
-        try:
-            model = load_model(str(cfg.run.init_from))
-        except UserError as exc:
-            raise ConfigError(f"run.init_from: {exc.what}", exc.todo) from exc
-        except (FileNotFoundError, ValueError) as exc:  # a missing folder, foreign file, unreachable hub id
-            raise ConfigError(f"run.init_from={str(cfg.run.init_from)!r}: {' '.join(str(exc).split())}",
-                              "give a clsp model folder or hub id, a training .ckpt, or clap:<folder or hub id>") from exc
-        return model.train(), ("audio.", "text.")
+    With run.init_from the model (architecture, frontend, weights) comes from there; `model.*` keys
+    given explicitly (`model_overrides`, nested) are applied to its config, and a key that would
+    change the architecture its weights need is a one-line error."""
+    if not cfg.run.init_from:
+        model = CLSPModel(cfg.model)
+        prefixes = tuple(p for p, src in (("audio.", cfg.model.audio.pretrained), ("text.", cfg.model.text.pretrained))
+                         if src)
+        return model, prefixes
     try:
-        config = CLSPConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+        model = load_model(cfg.run.init_from)
+    except UserError as exc:
+        raise ConfigError(f"run.init_from: {exc.what}", exc.todo) from exc
+    except (FileNotFoundError, ValueError) as exc:  # a missing folder, foreign file, unreachable hub id
+        raise ConfigError(f"run.init_from={cfg.run.init_from!r}: {' '.join(str(exc).split())}",
+                          "give a clsp model folder or hub id, a training .ckpt, or clap:<folder or hub id>") from exc
+    if model_overrides:
+        model = _apply_overrides(model, model_overrides)
+    return model.train(), ("audio.", "text.")
+
+
+def _apply_overrides(model: CLSPModel, overrides: dict[str, Any]) -> CLSPModel:
+    """`model` rebuilt with `overrides` on its config and its own weights loaded back."""
+    data = model.config.to_dict()
+    for section, values in overrides.items():
+        if section not in data or not isinstance(values, dict):
+            raise ConfigError(f"model.{section}: not a model config section")
+        data[section].update(values)
+    keys = ", ".join(f"model.{s}.{k}" for s, v in overrides.items() for k in v)
+    try:
+        rebuilt = CLSPModel(CLSPConfig.from_dict(data), tokenizer=model.tokenizer)
+        rebuilt.load_state(model.state_dict(), source="run.init_from")
     except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
-    model = CLSPModel(config)
-    prefixes = tuple(p for p, src in (("audio.", config.audio.pretrained), ("text.", config.text.pretrained)) if src)
-    return model, prefixes
+        raise ConfigError(f"{keys} cannot apply to the model of run.init_from: {' '.join(str(exc).split())}",
+                          "drop the override: the architecture and frontend come from run.init_from") from None
+    return rebuilt
 
 
-def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
+def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
     """A Lightning Trainer from `trainer:` (its keys are Trainer arguments, bar `CLSP_ONLY`), with the
-    `logger:` entries and the callbacks (checkpoints, EMA, any `trainer.callbacks` entries)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ProgressBar
-
-    from clsp.training.callbacks import EMA, RichProgressBar, checkpoint_callbacks
-    from clsp.training.components import instantiate
-    from clsp.training.schema import CLSP_ONLY
-
-    t = OmegaConf.to_container(cfg.trainer, resolve=True)
-    callbacks: list = checkpoint_callbacks(folder / "checkpoints", int(t["checkpoint_every_n_steps"]), has_val)
-    if t["ema_decay"]:
-        callbacks.append(EMA(decay=float(t["ema_decay"])))
-    callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t["callbacks"].items()]
-    # Lightning's own choice of bar (rich when installed), fixed; a bar from trainer.callbacks wins.
-    chosen = any(isinstance(c, ProgressBar) for c in callbacks)
-    if t["enable_progress_bar"] and not chosen and importlib.util.find_spec("rich") is not None:
+    `logger:` entries and the callbacks (checkpoints, EMA, counters, any `trainer.callbacks` entries)."""
+    t = cfg.trainer
+    callbacks: list = checkpoint_callbacks(folder / "checkpoints", t.checkpoint_every_n_steps, has_val)
+    callbacks += [RandomState(), DataCounters(cfg.data.max_failure_rate)]
+    if t.ema_decay:
+        callbacks.append(EMA(decay=t.ema_decay))
+    callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t.callbacks.items()]
+    # clsp's rich bar unless a bar comes from trainer.callbacks.
+    if t.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(RichProgressBar())
     loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
-    kwargs: dict[str, Any] = {k: v for k, v in t.items() if k not in CLSP_ONLY}
+    kwargs: dict[str, Any] = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in CLSP_ONLY}
     if kwargs["max_steps"] is None:
         kwargs["max_steps"] = -1  # Lightning's "no step limit"
     if not has_val:
@@ -125,24 +144,23 @@ def build_trainer(cfg: DictConfig, folder: Path, has_val: bool):
         raise ConfigError(f"trainer: {exc}") from None
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def resolved_config(raw: DictConfig, model: CLSPModel) -> str:
+    """config.yaml: the composed config, with the model section the built model's own config."""
+    record = OmegaConf.to_container(raw, resolve=True)
+    record["model"] = model.config.to_dict()
+    return OmegaConf.to_yaml(OmegaConf.create(record))
+
+
+def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole run. Returns the final results (test retrieval metrics and paths) on rank 0, {} elsewhere."""
-    import warnings
-
-    import lightning as L
-
     # Known and harmless here: our IterableDataset's __len__ is exact per rank and worker by design,
     # and Lightning's own use of a deprecated torch pytree name.
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-
-    from clsp.training.components import build_losses
-    from clsp.training.datamodule import CLSPDataModule
-    from clsp.training.module import CLSPTrainingModule
-
-    losses, caption_schedule = build_losses(cfg.loss)
+    cfg = typed_config(raw)
+    losses = build_losses(cfg.loss)
     launch = detect()
-    start_process_group(launch, str(cfg.trainer.accelerator))
+    start_process_group(launch, cfg.trainer.accelerator)
 
     def resolve_and_prepare() -> tuple[Path, str | None]:
         where = run_folder(cfg, launch)
@@ -153,70 +171,56 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     folder, resume_ckpt = once(launch, resolve_and_prepare, fallback=lambda: run_folder(cfg, launch))
     if resume_ckpt:  # a resumed run's checkpoints/ holds the run's own files, as it should
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    L.seed_everything(int(cfg.run.seed), workers=True, verbose=False)
-    model, prefixes = build_model(cfg)
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    model, prefixes = build_model(cfg, model_overrides)
 
     def write_run_files() -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_text_atomic(folder / "config.yaml", resolved_config(raw, model))
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
 
     once(launch, write_run_files, fallback=lambda: None)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = CLSPDataModule(
-        data_cfg, model.config, model.tokenizer, seed=int(cfg.run.seed), hard_negatives=losses.needs_negatives,
-        caption_policy="both" if losses.needs_all_captions else None,
-    )
-    module = CLSPTrainingModule(
-        model, losses, OmegaConf.to_container(cfg.optim, resolve=True),
-        caption_schedule=caption_schedule, pretrained_prefixes=prefixes,
-        seed=int(cfg.run.seed),
-    )
+    datamodule = component_class(cfg.data._target_, "data._target_")(
+        cfg.data, model.config, model.tokenizer, seed=cfg.run.seed, accumulate=cfg.trainer.accumulate_grad_batches)
+    module = CLSPTrainingModule(model, losses, cfg.optim, pretrained_prefixes=prefixes)
     if cfg.trainer.compile:
         module.model.audio.compile()
         module.model.text.compile()
-    trainer = build_trainer(cfg, folder, has_val=bool(data_cfg.get("val")))
+    trainer = build_trainer(cfg, folder, has_val=bool(cfg.data.val))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    results = finish(cfg, folder, module, trainer.strategy.root_device)
+    counters = next(c for c in trainer.callbacks if isinstance(c, DataCounters))
+    results = finish(cfg, folder, module, trainer.strategy.root_device, counters)
     for logger in trainer.loggers:  # Lightning leaves the W&B run open; an unfinished run loses its summary
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()
     return results
 
 
-def finish(cfg: DictConfig, folder: Path, module, device) -> dict[str, Any]:
+def finish(cfg: TrainConfig, folder: Path, module: CLSPTrainingModule, device: torch.device,
+           counters: DataCounters | None = None) -> dict[str, Any]:
     """Export the best (else the last) checkpoint's weights to <run>/model; evaluate that folder on
     data.test on the training device. Reading the checkpoint, not the live module, covers DeepSpeed
     (sharded weights, merged by the conversion) and EMA (the average) the same way."""
-    import torch
-
-    from clsp.data.reader import expand_urls
-    from clsp.evaluation.datasets import iter_shard_clips
-    from clsp.evaluation.retrieval import evaluate_retrieval, with_mean_map
-    from clsp.loading import model_from_checkpoint
-    from clsp.model import CLSPModel
-    from clsp.training.callbacks import BEST, LAST
-    from clsp.training.datamodule import val_captions
-
     checkpoints = folder / "checkpoints"
     source = next((p for p in (checkpoints / BEST, checkpoints / LAST) if p.exists()), None)
     model = model_from_checkpoint(source) if source is not None else module.model.eval()
     model.save_pretrained(folder / "model")
     weights = {BEST: "best", LAST: "final"}.get(source.name if source else "", "final")
     results: dict[str, Any] = {"model": str(folder / "model"), "weights": weights,
-                               "skipped": module.skipped, "truncated": module.truncated}
-    test = cfg.data.get("test")
-    if test and cfg.run.get("final_eval", True):
-        model = CLSPModel.from_pretrained(folder / "model").to(torch.device(device)).eval()
-        # The very path of `python -m clsp.eval retrieval --data <test> --captions <val_caption_policy>`,
-        # so results.json and that command agree on the same model and data (windowing included).
-        urls = expand_urls(OmegaConf.to_container(test) if OmegaConf.is_config(test) else test)
-        skipped: dict[str, int] = {}
-        metrics = with_mean_map(evaluate_retrieval(model, iter_shard_clips(urls, val_captions(cfg.data), skipped)))
+                               "skipped": counters.skipped if counters else {},
+                               "truncated": counters.truncated if counters else 0}
+    if cfg.data.test and cfg.run.final_eval:
+        model = CLSPModel.from_pretrained(folder / "model").to(device).eval()
+        # The very path of `python -m clsp.eval retrieval --data <test> --captions <val_caption_policy>`
+        # and of validation, so results.json, that command and metrics.csv agree on the same weights and data.
+        skips = Skips()
+        clips = shard_clips(expand_urls(cfg.data.test), cfg.data.val_caption_policy, skips,
+                            sample_rate=model.sample_rate)
+        metrics = evaluate_retrieval(model, clips, batch_size=cfg.data.eval_batch_size())
         results["test"] = metrics
-        results["test_skipped"] = skipped
+        results["test_skipped"] = skips.counts
         results["chance"] = chance_levels(int(metrics["num_clips"]), int(metrics["num_captions"]))
         results["device"] = str(model.device)
         model.save_model_card(folder / "model", results=results)  # the card now shows the test table

@@ -8,11 +8,12 @@ from convert_sources import htsat_checkpoint
 
 from clsp import CLSPConfig, CLSPModel
 from clsp.convert import convert_htsat
-from clsp.data.pipeline import collate
+from clsp.data.collate import collate
+from clsp.data.dataset import text_tokenizer
 from clsp.errors import UserError
 from clsp.tokenizer import preprocess, tokenize
-from clsp.training.compose import compose_config
-from clsp.training.datamodule import loader_config
+from clsp.training.compose import compose_config, typed_config
+from clsp.training.datamodule import CLSPDataModule
 from clsp.training.runner import build_model
 
 
@@ -21,12 +22,13 @@ def test_fusionaudio_starts_from_a_converted_htsat(tmp_path):
     convert_htsat(tmp_path / "HTSAT.ckpt", tmp_path / "tower")
     cfg = compose_config(["recipe=fusionaudio", "model=tiny_htsat", "data.train=/tmp",
                           f"model.audio.pretrained={tmp_path / 'tower'}"])
-    model, prefixes = build_model(cfg)
+    model, prefixes = build_model(typed_config(cfg))
     assert "audio." in prefixes  # the pretrained tower trains at optim.tower_lr
     assert model.config.audio.sample_rate == 32000 and model.config.audio.hop_length == 320
     assert model.config.audio.hf_config["depths"] == [1, 2]  # the tower's architecture, not tiny_htsat's [1, 1]
     # The data pipeline follows the model's (adopted) frontend.
-    assert loader_config(dict(cfg.data), model.config).sample_rate == 32000
+    datamodule = CLSPDataModule(typed_config(cfg).data, model.config, model.tokenizer)
+    assert datamodule.model_config.audio.sample_rate == 32000
 
 
 def test_fusionaudio_needs_its_pretrained_tower():
@@ -58,16 +60,13 @@ def test_caption_preprocessing_is_the_same_in_training_and_encode_text():
     model = CLSPModel(CLSPConfig.from_dict(cfg))
     assert preprocess(['A Dog (Big), barks!'], True, '(),.!?;:|*"') == ["a dog  big   barks "]
     texts = ['A LOUD Beep, then "rain".', "Wind (soft) | hum*"]
-    data = loader_config({"train": "/x"}, model.config)
-    assert data.text_lowercase and data.text_punctuation == '(),.!?;:|*"'
+    worker_tokenize = text_tokenizer(model.tokenizer, model.config.text)  # what the data module hands the workers
 
     class Sample:
         audio = np.zeros(10, np.float32)
         key, attributes = "k", {}
 
-    batch = collate([Sample(), Sample()], [[(t, "short")] for t in texts], model.tokenizer,
-                    max_text_length=data.max_text_length, text_lowercase=data.text_lowercase,
-                    text_punctuation=data.text_punctuation)
+    batch = collate([Sample(), Sample()], [[(t, "short")] for t in texts], worker_tokenize)
     tok = model.tokenize(texts)
     assert batch.input_ids.tolist() == tok.input_ids.tolist()
     assert tok.input_ids.tolist() == model.tokenize([t.lower() for t in ['A LOUD Beep  then  rain  ',

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from data_helpers import tone
 
-from clsp.data.pipeline import DataConfig, ShardDataset, _pieces, build_dataloader
+from clsp.data.bucketing import _pieces
+from clsp.data.config import DataConfig
+from clsp.data.dataset import ShardDataset, build_dataloader, text_tokenizer
 from clsp.data.writer import ShardWriter
 from clsp.tiny import tiny_tokenizer
 
@@ -114,14 +116,20 @@ def test_pieces_cut_sorted_durations():
 @pytest.mark.parametrize("kw, match", [
     (dict(max_batch_seconds=10.0), "needs bucketing"),
     (dict(bucketing=True, max_batch_seconds=0.0), "> 0"),
-    (dict(bucketing=True, max_batch_seconds=10.0, world_size=2), "epoch_mode: false"),
 ])
 def test_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         DataConfig(**kw)
 
 
+def test_budget_on_several_ranks_needs_resampled_mode(urls):
+    with pytest.raises(ValueError, match="epoch_mode: false"):
+        ShardDataset(urls, text_tokenizer(TOK), DataConfig(bucketing=True, max_batch_seconds=10.0), sample_rate=RATE,
+                     max_seconds=None, world_size=2, rank=0)
+
+
 def test_budget_length_unknown_in_epoch_mode(urls):
-    dataset = ShardDataset(urls, TOK, DataConfig(sample_rate=RATE, bucketing=True, max_batch_seconds=2.0))
+    dataset = ShardDataset(urls, text_tokenizer(TOK), DataConfig(bucketing=True, max_batch_seconds=2.0),
+                           sample_rate=RATE, max_seconds=None)
     with pytest.raises(TypeError, match="length unknown"):
         len(dataset)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-import sys
-import types
 
 import pytest
 import torch
 from data_helpers import write_shards
 
-from clsp.data.pipeline import DataConfig, ShardDataset, build_dataloader, select_captions
+from clsp.data.captions import select_captions
+from clsp.data.config import DataConfig
+from clsp.data.dataset import ShardDataset, build_dataloader, text_tokenizer
 from clsp.tiny import tiny_tokenizer
 
 TOK = tiny_tokenizer()
@@ -84,7 +84,7 @@ def test_batch_layout(tmp_path):
 
 def test_padding_truncation_and_fallback(tmp_path):
     urls = write_shards(tmp_path, 3, 3, seconds=0.25, with_long=False)
-    loader = _loader(urls, batch_size=3, caption_policy="long", max_text_length=4, crop="none", max_seconds=None,
+    loader = _loader(urls, batch_size=3, caption_policy="long", max_length=4, crop="none", max_seconds=None,
                      sample_rate=16000, shuffle=False)  # fmt: skip
     batch = next(iter(loader))
     assert batch.caption_kinds == ["short"] * 3 and batch.skipped == {"caption_fallback": 3}
@@ -95,8 +95,10 @@ def test_padding_truncation_and_fallback(tmp_path):
 def test_select_captions_policies():
     rng = random.Random(0)
     caps = {"short": ["s1"], "long": ["l1", "l2"]}
-    out, fb = select_captions(caps, "both", rng, "first")
-    assert out == [("l1", "long"), ("s1", "short"), ("l2", "long")] and not fb
+    # "both": the primary long caption plus the one the step's pairing asks for (chosen in the data).
+    out, fb = select_captions(caps, "both", rng, "first", "short+long")
+    assert out == [("l1", "long"), ("s1", "short")] and not fb
+    assert select_captions(caps, "both", rng, "first", "two_longs") == ([("l1", "long"), ("l2", "long")], False)
     assert select_captions(caps, "short", rng)[0] == [("s1", "short")]
     assert select_captions({"short": [], "long": ["l"]}, "short", rng) == ([("l", "long")], True)
     picks = {select_captions(caps, "random", rng)[0][0][0] for _ in range(50)}
@@ -109,11 +111,14 @@ def test_hard_negatives(tmp_path, monkeypatch):
     def flip(caption, rng, attributes=None):
         return None if attributes.get("gender") == "male" else caption.replace("short", "tall")
 
-    monkeypatch.setitem(sys.modules, "clsp.data.perturb", types.SimpleNamespace(flip_attribute=flip))
+    monkeypatch.setattr("clsp.data.dataset.flip_attribute", flip)
     urls = write_shards(tmp_path, 4, 4)
     batch = next(iter(_loader(urls, batch_size=4, hard_negatives=True, shuffle=False, caption_policy="short")))
     assert batch.has_negative.tolist() == [False, True, False, True]
-    assert batch.negative_input_ids.shape == batch.input_ids.shape
+    # Negatives are padded to their own longest row, as the captions are to theirs (each padded once).
+    assert batch.negative_input_ids.shape[0] == batch.input_ids.shape[0]
+    assert batch.negative_input_ids.shape[1] == max(batch.negative_lengths)
+    assert batch.input_ids.shape[1] == max(batch.caption_lengths)
     assert not torch.equal(batch.negative_input_ids[1], batch.input_ids[1])
     assert batch.skipped == {"no_negative": 2}
 
@@ -125,7 +130,8 @@ def test_resampled_mode_and_weights(tmp_path):
     loader = _loader(spec, epoch_mode=False, samples_per_epoch=9, batch_size=2)
     batches = list(loader)
     assert len(batches) == len(loader) == 5 and all(x.size == 2 for x in batches)
-    ds = ShardDataset(a, TOK, DataConfig(epoch_mode=False, num_workers=2, world_size=2, batch_size=2))
+    ds = ShardDataset(a, text_tokenizer(TOK), DataConfig(epoch_mode=False, num_workers=2, batch_size=2),
+                      sample_rate=8000, max_seconds=0.2, world_size=2)
     assert len(ds) == 2  # 8 samples from sizes.json over 4 readers: 1 batch per reader, 2 workers
 
 

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from data_helpers import encoded, js, tone, write_raw_tar, write_shards
 
-from clsp.data.reader import (
-    DataError,
-    SkipCounter,
-    expand_urls,
-    parse_sources,
-    read_samples,
-    shard_sizes,
-)
+from clsp.data.samples import read_samples
+from clsp.data.skips import DataError, SkipCounter
+from clsp.data.urls import expand_urls, parse_sources, shard_sizes
 
 
 def test_url_specs(tmp_path):

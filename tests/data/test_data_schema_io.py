@@ -11,7 +11,7 @@ import soundfile as sf
 from data_helpers import tone
 
 from clsp import audio_io
-from clsp.data.reader import read_samples
+from clsp.data.samples import read_samples
 from clsp.data.schema import CaptionError, KeyAllocator, normalize_captions, require_captions, sanitize_key
 from clsp.data.writer import ShardWriter, read_sizes
 

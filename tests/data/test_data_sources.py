@@ -8,7 +8,7 @@ import json
 import soundfile as sf
 from data_helpers import encoded, js, tone, write_raw_tar
 
-from clsp.data.reader import read_samples
+from clsp.data.samples import read_samples
 from clsp.data.sources import audioset_index
 from clsp.shards import main
 

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from clsp.data.sources import table_jobs
 from clsp.data.table import iter_table, read_table
-from clsp.evaluation.datasets import load_retrieval_table
+from clsp.evaluation.tables import load_retrieval_table
 
 
 def test_formats_and_line_numbers(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import replicas
 
 from clsp.errors import UserError
-from clsp.evaluation.official import load_official, locate, parse_official_spec, with_labels
+from clsp.evaluation.catalog import load_official, locate, parse_official_spec, with_labels
 
 
 @pytest.fixture(scope="module")

@@ -166,18 +166,16 @@ def _write_shard(path, tone_files, kinds=("short", "long")):
 
 
 def test_shards_api(tmp_path, tone_files, fake_model):
-    pytest.importorskip("clsp.data.reader")
-    from clsp.evaluation.datasets import iter_shard_clips
+    from clsp.evaluation.clips import shard_clips
 
     shard = _write_shard(tmp_path / "test-0000.tar", tone_files)
-    records = score_pairs(fake_model, iter_shard_clips([str(shard)], captions="long"))
+    records = score_pairs(fake_model, shard_clips([str(shard)], captions="long"))
     assert len(records) == 8 and {r["kind"] for r in records} == {"long"}
     assert sorted(r["key"] for r in records) == [f"k{i}" for i in range(8)]
     assert all(r["caption"].startswith("a long") for r in records)
 
 
 def test_shards_cli(tmp_path, tone_files, models, capsys):
-    pytest.importorskip("clsp.data.reader")
     shard = _write_shard(tmp_path / "s-0000.tar", tone_files, kinds=("short",))
     out = tmp_path / "r"
     assert cli.main(["retrieval", "--model", "fake", "--data", str(shard), "--out", str(out), "--captions", "short"]) == 0
@@ -185,19 +183,37 @@ def test_shards_cli(tmp_path, tone_files, models, capsys):
     # No long captions at all: every sample is a counted skip and the empty set is an error.
     assert cli.main(["retrieval", "--model", "fake", "--data", str(shard), "--out", str(out), "--captions", "long"]) == 2
     err = capsys.readouterr().err
-    assert "error: no clips to evaluate" in err and '"no long caption": 8' in err
+    assert "error: no clips to evaluate" in err and '"no_long_caption": 8' in err
+
+
+def test_bad_rows_are_skipped_counted_and_named(tmp_path, tone_files, models, capsys):
+    """A missing file or an empty caption costs its row, not the evaluation; the report says which."""
+    good = [(f, WORDS[c]) for f, c in tone_files]
+    data = tmp_path / "t.csv"
+    _csv(data, ["audio", "caption"], good + [("audio/nope.wav", "x"), (good[0][0].replace("0", "9"), "")])
+    out = tmp_path / "o"
+    assert cli.main(["retrieval", "--model", "fake", "--data", str(data), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"]["fake"]["num_clips"] == 8
+    assert report["skipped"]["counts"] == {"missing_file": 1, "empty_caption": 1}
+    assert any("line 10" in e and "nope.wav" in e for e in report["skipped"]["examples"])
+    assert "skipped:" in capsys.readouterr().out
+    # Similarity: a row whose score is not a number is skipped the same way.
+    scored = tmp_path / "s.csv"
+    _csv(scored, ["audio", "description", "score"], [(f, "voice", k) for k, (f, _) in enumerate(tone_files)] +
+         [(tone_files[0][0], "voice", "high")])
+    assert cli.main(["similarity", "--model", "fake", "--data", str(scored), "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["skipped"]["counts"] == {"bad_score": 1}
 
 
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("missing_file", r"line 3: audio file not found"),
         ("no_caption_column", r"no caption column"),
         ("empty_table", r"no rows"),
         ("missing_table", r"table not found"),
         ("label_not_in_list", r"line 2 .*label 'low' is not in the label list"),
         ("no_label_column", r"no label column"),
-        ("bad_score", r"line 2: score 'high' in column 'score' is not a number"),
         ("zeroshot_on_shards", r"needs a table"),
         ("bad_template", r"no \{label\} placeholder"),
     ],
@@ -206,9 +222,7 @@ def test_cli_bad_input(tmp_path, tone_files, models, capsys, case, match):
     good = [(f, WORDS[c]) for f, c in tone_files]
     data = tmp_path / "t.csv"
     task, extra = "retrieval", []
-    if case == "missing_file":
-        _csv(data, ["audio", "caption"], good[:1] + [("audio/nope.wav", "x")])
-    elif case == "no_caption_column":
+    if case == "no_caption_column":
         _csv(data, ["audio", "words"], good)
     elif case == "empty_table":
         _csv(data, ["audio", "caption"], [])
@@ -221,9 +235,6 @@ def test_cli_bad_input(tmp_path, tone_files, models, capsys, case, match):
     elif case == "no_label_column":
         _csv(data, ["audio", "caption"], good)
         task = "zeroshot"
-    elif case == "bad_score":
-        _csv(data, ["audio", "description", "score"], [(f, "voice", "high") for f, _ in tone_files])
-        task = "similarity"
     elif case == "zeroshot_on_shards":
         data = tmp_path / "x-0000.tar"
         with tarfile.open(data, "w"):

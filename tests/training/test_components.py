@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -9,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clsp.data.captions import CaptionSchedule
 from clsp.losses import ContrastiveOutputs, LossSuite
 from clsp.train import main as train_main
 from clsp.training.components import build_losses
-from clsp.training.compose import ConfigError, compose_config
-from clsp.training.schedule import MultiPositiveSchedule
+from clsp.training.compose import ConfigError, compose_config, typed_config
 
 
 def _unit(*shape: int) -> torch.Tensor:
@@ -21,25 +22,34 @@ def _unit(*shape: int) -> torch.Tensor:
 
 
 def test_build_losses_weights_and_logs_each_term():
-    suite, schedule = build_losses({
+    suite = build_losses({
         "global": {"_target_": "clsp.losses.GlobalInfoNCE", "weight": 1.0, "local_loss": False},
         "hard_negative": {"_target_": "clsp.losses.HardNegativeLoss", "weight": 0.2},
     })
-    assert isinstance(suite, LossSuite) and schedule is None
+    assert isinstance(suite, LossSuite)
     assert suite.needs_negatives and not suite.needs_tokens and not suite.needs_all_captions
     out = ContrastiveOutputs(audio=_unit(6, 8), text=_unit(6, 8), caption_to_clip=torch.arange(6),
-                             logit_scale=torch.tensor(10.0, dtype=torch.float64), negative_text=_unit(6, 8))
+                             scale=torch.tensor(10.0, dtype=torch.float64), negative_text=_unit(6, 8))
     total, parts = suite(out)
     assert set(parts) == {"global", "hard_negative"}
     torch.testing.assert_close(total.detach(), parts["global"] + 0.2 * parts["hard_negative"])
 
 
-def test_caption_schedule_lives_on_the_multipositive_term():
-    term = {"_target_": "clsp.losses.MultiPositiveInfoNCE", "caption_schedule": {"p_start": 0.2, "p_end": 0.4}}
-    suite, schedule = build_losses({"mp": term})
-    assert suite.needs_all_captions and (schedule.p_start, schedule.p_end, schedule.ramp_steps) == (0.2, 0.4, 10000)
-    _, default = build_losses({"mp": {"_target_": "clsp.losses.MultiPositiveInfoNCE"}})
-    assert default == MultiPositiveSchedule()  # CLSP's 0.05 -> 0.5 over 10 000 steps
+def test_caption_schedule_lives_in_the_data():
+    """Captions are chosen in the data: the schedule is a data setting, checked against the losses."""
+    cfg = compose_config(["recipe=demo", "loss=multipositive", "data.caption_policy=both",
+                          "data.caption_schedule.p_start=0.2", "data.caption_schedule.p_end=0.4"])
+    schedule = cfg.data.caption_schedule
+    assert (schedule.p_start, schedule.p_end, schedule.ramp_steps) == (0.2, 0.4, 10000)
+    assert compose_config(["recipe=fcaps_stage2", "data.train=/x"]).data.caption_schedule == CaptionSchedule()
+    with pytest.raises(ConfigError, match="loss.mp.caption_schedule was renamed to data.caption_schedule"):
+        build_losses({"mp": {"_target_": "clsp.losses.MultiPositiveInfoNCE", "caption_schedule": {"p_end": 0.4}}})
+    with pytest.raises(ConfigError, match="two captions per clip.*data.caption_policy=short"):
+        compose_config(["recipe=demo", "loss=multipositive"])
+    with pytest.raises(ConfigError, match="data.hard_negatives=false"):
+        compose_config(["recipe=demo", "loss=clsp_stage3"])
+    with pytest.raises(ConfigError, match="caption_schedule.p_end"):
+        compose_config(["recipe=demo", "loss=multipositive", "data.caption_policy=both", "data.caption_schedule.p_end=2"])
 
 
 @pytest.mark.parametrize(("spec", "match"), [
@@ -50,7 +60,6 @@ def test_caption_schedule_lives_on_the_multipositive_term():
     ({"g": {"_target_": "clsp.losses.GlobalInfoNCE", "weight": -1}}, "'g'.*>= 0"),
     ({"t": {"_target_": "clsp.losses.TokenInfoNCE", "chunk_size": -2}}, "loss.t: .*chunk_size"),
     ({"g": {"_target_": "collections.OrderedDict"}}, "not a loss module"),
-    ({"m": {"_target_": "clsp.losses.MultiPositiveInfoNCE", "caption_schedule": {"p_end": 2}}}, "caption_schedule.*p_end"),
     ({}, "at least one term"),
 ])
 def test_bad_loss_terms_are_one_line_errors(spec, match):
@@ -60,25 +69,24 @@ def test_bad_loss_terms_are_one_line_errors(spec, match):
 
 
 def test_every_loss_config_builds():
+    data = {"multipositive": ["data.caption_policy=both"], "clsp_stage3": ["data.hard_negatives=true"]}
     for name in ("global", "siglip", "multipositive", "global_token", "clsp_stage3"):
-        suite, _ = build_losses(compose_config(["recipe=demo", f"loss={name}"]).loss)
+        suite = build_losses(compose_config(["recipe=demo", f"loss={name}", *data.get(name, [])]).loss)
         assert len(suite.terms) >= 1, name
 
 
 def test_schedule_values_and_determinism():
-    sched = MultiPositiveSchedule()
+    sched = CaptionSchedule()
     assert sched.p_two_longs(0) == pytest.approx(0.05)
     assert sched.p_two_longs(5000) == pytest.approx(min(0.05 + 0.45 * 5000 / 10000, 0.5))
     assert sched.p_two_longs(10**6) == pytest.approx(0.5)
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    g1, g2 = random.Random(3), random.Random(3)
     seq1 = [sched.draw(s, g1) for s in range(0, 20000, 100)]
     assert seq1 == [sched.draw(s, g2) for s in range(0, 20000, 100)] and set(seq1) == {"short+long", "two_longs"}
     rng = random.Random(0)
     assert 0.45 < [sched.draw(50000, rng) for _ in range(2000)].count("two_longs") / 2000 < 0.55
     with pytest.raises(ValueError, match="p_end"):
-        MultiPositiveSchedule(p_end=1.5)
-    with pytest.raises(ValueError, match="generator"):
-        sched.draw(0, 42)  # type: ignore[arg-type]
+        CaptionSchedule(p_end=1.5)
 
 
 def test_optimizer_and_scheduler_come_from_the_recipe():
@@ -87,12 +95,8 @@ def test_optimizer_and_scheduler_come_from_the_recipe():
 
     cfg = compose_config(["recipe=fusionaudio_retrieval", "model=tiny_whisper", "model.audio.pretrained=null",
                           "data.train=/x", "optim.tower_lr=1e-5", "optim.scheduler.warmup_steps=4"])
-    from omegaconf import OmegaConf
-
-    from clsp.config import CLSPConfig
-
-    model = CLSPModel(CLSPConfig.from_dict(OmegaConf.to_container(cfg.model)))
-    optim = OmegaConf.to_container(cfg.optim)
+    typed = typed_config(cfg)
+    model, optim = CLSPModel(typed.model), typed.optim
     opt = build_optimizer(model, optim, pretrained_prefixes=("text.",))
     assert type(opt) is torch.optim.Adam and opt.defaults["eps"] == 1e-8 and opt.defaults["betas"] == (0.9, 0.999)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
@@ -101,7 +105,7 @@ def test_optimizer_and_scheduler_come_from_the_recipe():
     sched = build_scheduler(opt, optim, total_steps=20)
     assert [round(f(0), 3) for f in sched.lr_lambdas][:1] == [0.25]  # warmup: step 0 of 4
     with pytest.raises(ConfigError, match="optim.optimizer: .*momentum"):
-        build_optimizer(model, {**optim, "optimizer": {"_target_": "torch.optim.Adam", "momentum": 0.9}})
+        build_optimizer(model, dataclasses.replace(optim, optimizer={"_target_": "torch.optim.Adam", "momentum": 0.9}))
 
 
 def test_every_field_overridable_and_misspellings_named(capsys):
@@ -134,7 +138,7 @@ def test_trainer_loggers_and_callbacks_are_built_from_targets(tmp_path):
 
     cfg = compose_config(["recipe=demo", "logger=tensorboard", "trainer.max_steps=null", "trainer.max_epochs=2",
                           "+trainer.callbacks.lr={_target_:lightning.pytorch.callbacks.LearningRateMonitor}"])
-    trainer = build_trainer(cfg, tmp_path, has_val=False)
+    trainer = build_trainer(typed_config(cfg), tmp_path, has_val=False)
     assert [type(x).__name__ for x in trainer.loggers] == ["ResumableCSVLogger", "TensorBoardLogger"]
     assert Path(trainer.loggers[0].log_dir) == tmp_path  # metrics.csv lands in the run folder
     assert any(type(c).__name__ == "LearningRateMonitor" for c in trainer.callbacks)
@@ -151,7 +155,7 @@ def test_progress_bar_shows_no_negative_epoch_total(tmp_path, max_epochs, shown)
     from clsp.training.callbacks import RichProgressBar
     from clsp.training.runner import build_trainer
 
-    bar = build_trainer(compose_config(["recipe=demo"]), tmp_path, has_val=False).progress_bar_callback
+    bar = build_trainer(typed_config(compose_config(["recipe=demo"])), tmp_path, has_val=False).progress_bar_callback
     assert isinstance(bar, RichProgressBar)
     bar._trainer = SimpleNamespace(max_epochs=max_epochs)  # -1: a max_steps run, as Lightning sets it in fit
     assert bar._get_train_description(5).strip() == shown
@@ -161,4 +165,4 @@ def test_a_progress_bar_from_the_config_replaces_clsps(tmp_path):
     from clsp.training.runner import build_trainer
 
     cfg = compose_config(["recipe=demo", "+trainer.callbacks.bar={_target_:lightning.pytorch.callbacks.TQDMProgressBar}"])
-    assert type(build_trainer(cfg, tmp_path, has_val=False).progress_bar_callback).__name__ == "TQDMProgressBar"
+    assert type(build_trainer(typed_config(cfg), tmp_path, has_val=False).progress_bar_callback).__name__ == "TQDMProgressBar"

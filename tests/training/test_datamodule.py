@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from clsp import CLSPConfig
+from clsp.data.config import DataConfig
 from clsp.data.demo import build_demo
 from clsp.tiny import tiny_tokenizer
 from clsp.training.datamodule import CLSPDataModule
@@ -15,10 +16,10 @@ def write_shards(root, n: int, samples_per_shard: int) -> None:
 
 
 def _module(root, rank: int, world: int, epoch: int = 0) -> CLSPDataModule:
-    data = {"train": str(root / "train"), "batch_size": 2, "num_workers": 0, "epoch_mode": True, "caption_policy": "short",
-            "shuffle_buffer": 4}
+    data = DataConfig(train=str(root / "train"), batch_size=2, num_workers=0, epoch_mode=True, caption_policy="short",
+                      shuffle_buffer=4)
     dm = CLSPDataModule(data, CLSPConfig.tiny("whisper"), tiny_tokenizer(), seed=0)
-    dm.trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=epoch)
+    dm.trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=epoch, global_step=0)
     return dm
 
 
@@ -47,9 +48,9 @@ def test_validation_is_split_across_ranks(tmp_path):
     keys = []
     for rank in range(2):
         dm = _module(tmp_path, rank, 2)
-        dm.data["val"] = str(tmp_path / "val")
-        keys.append([k for batch in dm.val_dataloader() for k in batch.keys])
+        dm.data.val = str(tmp_path / "val")
+        keys.append([c.key for clips, _ in dm.val_dataloader() for c in clips])
     assert len(keys[0]) == len(keys[1]) == 5 and not set(keys[0]) & set(keys[1])
     whole = _module(tmp_path, 0, 1)
-    whole.data["val"] = str(tmp_path / "val")
-    assert sorted(keys[0] + keys[1]) == sorted(k for batch in whole.val_dataloader() for k in batch.keys)
+    whole.data.val = str(tmp_path / "val")
+    assert sorted(keys[0] + keys[1]) == sorted(c.key for clips, _ in whole.val_dataloader() for c in clips)

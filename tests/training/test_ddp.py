@@ -63,21 +63,23 @@ def test_torchrun_and_sharded_validation(demo, tmp_path):
     rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/mAP@10")]
     assert len(rows) == 1
     single = _single_process_validation(run)
-    assert single["n_clips"] == 32
+    assert single["num_clips"] == 32
     for key, value in single.items():
         assert abs(float(rows[0][f"val/{key}"]) - value) <= 1e-5, key
 
 
 def _single_process_validation(run: Path) -> dict[str, float]:
+    from clsp.data.config import DataConfig
+    from clsp.evaluation.embed import embed_pairs
+    from clsp.evaluation.retrieval import join_pairs, retrieval_scores
     from clsp.loading import model_from_checkpoint
     from clsp.training.datamodule import CLSPDataModule
-    from clsp.training.module import batches_retrieval, embed_batch
 
     model = model_from_checkpoint(run / "checkpoints" / "best.ckpt")
-    data = OmegaConf.to_container(OmegaConf.load(run / "config.yaml").data, resolve=True)
-    datamodule = CLSPDataModule(data, model.config, model.tokenizer)
-    parts = [embed_batch(model, batch) for batch in datamodule.eval_loader(data["val"])]  # embed_batch: no_grad
-    return batches_retrieval(parts)
+    data = DataConfig(**OmegaConf.to_container(OmegaConf.load(run / "config.yaml").data, resolve=True))
+    loader = CLSPDataModule(data, model.config, model.tokenizer).val_dataloader()
+    whole = join_pairs([embed_pairs(model, clips, batch_size=len(clips)) for clips, _ in loader if clips])
+    return retrieval_scores(whole.audio, whole.text, whole.caption_to_clip)[0]
 
 
 @pytest.mark.parametrize("job_name", ["clsp-test"])

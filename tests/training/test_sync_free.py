@@ -17,12 +17,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from clsp.config import CLSPConfig
-from clsp.data.pipeline import build_dataloader
+from clsp.data.captions import CaptionSchedule
+from clsp.data.dataset import build_dataloader
 from clsp.model import CLSPModel
 from clsp.tiny import tiny_tokenizer
 from clsp.training.components import build_losses
 from clsp.training.module import CLSPTrainingModule
-from clsp.training.schedule import MultiPositiveSchedule
+from clsp.training.schema import OptimConfig
 
 STEP = 2  # counted step; earlier ones create optimizer state and caches
 
@@ -85,12 +86,12 @@ def test_training_step_has_no_scalar_reads(demo_root, tower, losses):
     config = CLSPConfig.from_dict(config)
     loader = build_dataloader(f"{demo_root}/train", tokenizer=tiny_tokenizer(), sample_rate=config.audio.sample_rate,
                               max_seconds=config.audio.max_seconds, batch_size=8, num_workers=0,
-                              caption_policy="both", hard_negatives=True, drop_last=True)
+                              caption_policy="both", hard_negatives=True, drop_last=True,
+                              caption_schedule=CaptionSchedule(p_start=0.5, p_end=0.5, ramp_steps=10))
     batches = [b for _, b in zip(range(STEP + 2), loader)]
     torch.manual_seed(0)
-    suite, _ = build_losses(LOSSES[losses])
-    module = CLSPTrainingModule(CLSPModel(config), suite, {"lr": 1e-3},
-                                caption_schedule=MultiPositiveSchedule(p_start=0.5, p_end=0.5, ramp_steps=10))
+    suite = build_losses(LOSSES[losses])
+    module = CLSPTrainingModule(CLSPModel(config), suite, OptimConfig(lr=1e-3))
     counter = CountStep()
     trainer = L.Trainer(accelerator="cpu", max_steps=STEP + 1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,

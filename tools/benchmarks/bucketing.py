@@ -26,7 +26,7 @@ from torch import nn
 from benchmarks.model import WHISPER_BASE
 from clsp import checks
 from clsp.config import CLSPConfig
-from clsp.data.pipeline import bucket_batches
+from clsp.data.bucketing import bucket_batches
 from clsp.model import CLSPModel
 
 RATE, HOP, MAX_S = 16000, 160, 30.0

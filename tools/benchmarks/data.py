@@ -34,7 +34,7 @@ def data_decode() -> None:
     """Samples/s of one worker (in-process): clsp decode+resample+crop+collate vs the same + a HF feature extractor."""
     from transformers import ClapFeatureExtractor, WhisperFeatureExtractor
 
-    from clsp.data.pipeline import build_dataloader
+    from clsp.data.dataset import build_dataloader
     from clsp.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()

@@ -22,8 +22,8 @@ STEPS, WARMUP, BATCH = 30, 5, 64
 
 
 def _batches(n: int):
+    from clsp.data.dataset import build_dataloader
     from clsp.data.demo import build_demo
-    from clsp.data.pipeline import build_dataloader
     from clsp.tiny import tiny_tokenizer
 
     root = tempfile.mkdtemp(prefix="clsp-bench-")

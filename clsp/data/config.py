@@ -1,0 +1,78 @@
+"""The `data:` section of a run: which data, which captions, how it is read. One typed dataclass that
+checks its own values; the data module (`_target_`) builds the loaders from it and the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from clsp.data.captions import CAPTION_CHOICES, CAPTION_POLICIES, EVAL_CAPTIONS, CaptionSchedule
+from clsp.validate import require
+
+
+@dataclass
+class DemoConfig:
+    """The procedural demo corpus (`clsp.data.demo`), built on first use."""
+
+    root: str = "data/demo"
+    seed: int = 0
+    n_train: int = 2000
+    n_val: int = 200
+    n_test: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_val", "n_test"):
+            require("data.demo", name, getattr(self, name), int, ge=1)
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "clsp.training.datamodule.CLSPDataModule"  # the LightningDataModule built from this
+    train: Any = MISSING  # shard spec(s): folder, tar, brace pattern, or a list / weighted sources
+    val: Any = None
+    test: Any = None
+    demo: DemoConfig | None = None  # set = build the demo corpus first
+    # Captions (clsp.data.captions): training policy, which caption of a kind, the pairing schedule of
+    # "both", hard negatives; validation and the end-of-run test read every caption of val_caption_policy.
+    caption_policy: str = "short"  # short | long | random | both
+    caption_choice: str = "random"  # random | first
+    caption_schedule: CaptionSchedule = field(default_factory=CaptionSchedule)
+    hard_negatives: bool = False  # one attribute of the primary caption flipped (clsp.data.perturb)
+    val_caption_policy: str = "short"  # short | long | all
+    # Reading.
+    batch_size: int = 32
+    val_batch_size: int | None = None  # null = batch_size
+    num_workers: int = 2
+    epoch_mode: bool = True  # false: an endless resampled stream, samples_per_epoch a pass
+    samples_per_epoch: int | None = None
+    shuffle_buffer: int = 1000
+    bucketing: bool = False  # batches of similar duration (clsp.data.bucketing)
+    max_batch_seconds: float | None = None  # with bucketing: padded seconds per batch (batch_size = most clips)
+    max_seconds: float | None = None  # null = the audio tower's window (6 windows for fusion)
+    max_failure_rate: float | None = 0.1  # stop when more samples than this fail (clsp.data.skips)
+    pin_memory: bool = False
+
+    def __post_init__(self) -> None:
+        require("data", "caption_policy", self.caption_policy, choices=CAPTION_POLICIES)
+        require("data", "caption_choice", self.caption_choice, choices=CAPTION_CHOICES)
+        require("data", "val_caption_policy", self.val_caption_policy, choices=EVAL_CAPTIONS)
+        require("data", "batch_size", self.batch_size, int, ge=1)
+        require("data", "val_batch_size", self.val_batch_size, int, ge=1, null=True)
+        require("data", "num_workers", self.num_workers, int, ge=0)
+        require("data", "samples_per_epoch", self.samples_per_epoch, int, ge=1, null=True)
+        require("data", "shuffle_buffer", self.shuffle_buffer, int, ge=0)
+        require("data", "max_batch_seconds", self.max_batch_seconds, float, gt=0, null=True)
+        require("data", "max_seconds", self.max_seconds, float, gt=0, null=True)
+        require("data", "max_failure_rate", self.max_failure_rate, float, ge=0, le=1, null=True)
+        if self.max_batch_seconds is not None and not self.bucketing:
+            raise ValueError("data.max_batch_seconds needs bucketing (data.bucketing=true): the budget is filled "
+                             "from sorted durations")
+        if isinstance(self.caption_schedule, dict):  # built by hand rather than through the schema
+            self.caption_schedule = CaptionSchedule(**self.caption_schedule)
+        if isinstance(self.demo, dict):
+            self.demo = DemoConfig(**self.demo)
+
+    def eval_batch_size(self) -> int:
+        return self.val_batch_size or self.batch_size
