@@ -24,8 +24,11 @@ def test_formats_and_line_numbers(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
     with pytest.raises(ValueError, match="line 2: not valid JSON"):
         read_table(tmp_path / "bad.jsonl")
-    (tmp_path / "t.parquet").write_text("")
+    (tmp_path / "t.xlsx").write_text("")
     with pytest.raises(ValueError, match="unsupported table format"):
+        read_table(tmp_path / "t.xlsx")
+    (tmp_path / "t.parquet").write_text("")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
         read_table(tmp_path / "t.parquet")
 
 
