@@ -51,7 +51,9 @@ def _sf_open(src: Source) -> sf.SoundFile:
     return sf.SoundFile(src)
 
 
-def _with_fallback(src: Source, with_sf: Callable[[sf.SoundFile], T], with_av: Callable[[av.container.InputContainer], T]) -> T:
+def _with_fallback(
+    src: Source, with_sf: Callable[[sf.SoundFile], T], with_av: Callable[[av.container.InputContainer], T]
+) -> T:
     """`with_sf` on the file opened by libsndfile; where that fails, `with_av` on it opened by PyAV."""
     try:
         with _sf_open(src) as f:
@@ -61,7 +63,7 @@ def _with_fallback(src: Source, with_sf: Callable[[sf.SoundFile], T], with_av: C
     try:
         with av.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else str(src)) as container:
             return with_av(container)
-    except (av.FFmpegError, ValueError, IndexError, OSError) as av_exc:
+    except (av.FFmpegError, ValueError, OSError) as av_exc:
         raise AudioDecodeError(
             f"cannot decode audio ({_name(src)}): libsndfile: {_reason(sf_reason)}; ffmpeg: {_reason(av_exc)}"
         ) from av_exc
@@ -131,9 +133,6 @@ def _av_read(container: av.container.InputContainer, start: int, frames: int) ->
         exact = _header_frames(container, stream)
         end = exact if end is None else min(end, exact)
     preroll = round(SEEK_PREROLL_S * rate)
-    if start > preroll:
-        target = (start - preroll) / rate
-        container.seek(round(target / stream.time_base) + (stream.start_time or 0), stream=stream, backward=True)
     seeked = start > preroll
     if seeked:
         ticks = round((start - preroll) / rate / stream.time_base)
@@ -146,7 +145,10 @@ def _av_read(container: av.container.InputContainer, start: int, frames: int) ->
     return data, rate
 
 
-def _decode_span(container, stream, start: int, end: int | None, seeked: bool) -> list[np.ndarray] | None:
+def _decode_span(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start: int, end: int | None,
+    seeked: bool,
+) -> list[np.ndarray] | None:
     """Decoded frames [start, end) as [n, C] float32 chunks, stopping at `end`.
 
     Without a seek the position counts from the first decoded sample, as a whole-file decode does;

@@ -17,7 +17,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -116,39 +116,20 @@ def run(
     todo = [{**t, **settings, "out": str(out), "prefix": shard_prefix} for t in mine
             if f"{shard_prefix}-{t['index']:06d}.tar" not in kept]  # fmt: skip
     files = {name: out / part.file(name) for name in BOOKKEEPING}
-    # Keep only the manifest and skip lines of kept shards; the others are rewritten as shards finish.
-    lines = _kept_lines(files[MANIFEST_FILE], kept) if resume else []
-    write_text_atomic(files[MANIFEST_FILE], "".join(json.dumps(m) + "\n" for m in lines))
-    sizes = dict(kept)
-    write_json_atomic(files[SIZES_FILE], dict(sorted(sizes.items())))
-
-    problems = [*(problems if part.index == 0 else []), *(_kept_lines(files[SKIPPED_FILE], kept) if resume else [])]
-    skipped = count_skipped(problems)
-    written, seconds = 0, 0.0
-    units = {f"{shard_prefix}-{t['index']:06d}.tar": len(t.get("jobs", ())) or 1 for t in todo}
-    bar = tqdm(total=sum(units.values()), unit="clip" if any("jobs" in t for t in todo) else "shard",
-               desc=f"writing {out.name}", file=sys.stderr, disable=not progress, leave=False)  # fmt: skip
-
-    def record(result: dict[str, Any]) -> None:
-        nonlocal written, seconds
-        with files[MANIFEST_FILE].open("a") as f:  # manifest first: a shard in sizes.json always has its lines
-            f.writelines(json.dumps(m) + "\n" for m in result["manifest"])
-        sizes[result["shard"]] = result["count"]
-        write_json_atomic(files[SIZES_FILE], dict(sorted(sizes.items())))
-        written += result["count"]
-        seconds += result["seconds"]
-        skipped.update(count_skipped(result["problems"]))
-        problems.extend(result["problems"])
-        bar.update(units[result["shard"]])
-
+    problems = [*(problems if part.index == 0 else []), *_restart_files(files, kept, resume)]
+    skipped, sizes, written, seconds = count_skipped(problems), dict(kept), 0, 0.0
+    bar, units = _progress_bar(todo, out, progress)
     with bar:
-        if workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                for fut in as_completed([pool.submit(worker, t) for t in todo]):
-                    record(fut.result())
-        else:
-            for task in todo:
-                record(worker(task))
+        for result in _results(todo, worker, workers):
+            with files[MANIFEST_FILE].open("a") as f:  # manifest first: a shard in sizes.json always has its lines
+                f.writelines(json.dumps(m) + "\n" for m in result["manifest"])
+            sizes[result["shard"]] = result["count"]
+            write_json_atomic(files[SIZES_FILE], dict(sorted(sizes.items())))
+            written += result["count"]
+            seconds += result["seconds"]
+            skipped.update(count_skipped(result["problems"]))
+            problems.extend(result["problems"])
+            bar.update(units[result["shard"]])
 
     elapsed = time.perf_counter() - start
     write_text_atomic(files[SKIPPED_FILE], "".join(json.dumps(p) + "\n" for p in problems))
@@ -169,6 +150,33 @@ def run(
     }
     write_json_atomic(files[REPORT_FILE], report)
     return report
+
+
+def _progress_bar(todo: list[dict[str, Any]], out: Path, show: bool) -> tuple[tqdm, dict[str, int]]:
+    """A bar over the clips (laion: the shards) to write, and how far each shard moves it."""
+    units = {f"{t['prefix']}-{t['index']:06d}.tar": len(t.get("jobs", ())) or 1 for t in todo}
+    bar = tqdm(total=sum(units.values()), unit="clip" if any("jobs" in t for t in todo) else "shard",
+               desc=f"writing {out.name}", file=sys.stderr, disable=not show, leave=False)  # fmt: skip
+    return bar, units
+
+
+def _results(todo: list[dict[str, Any]], worker: Callable, workers: int) -> Iterator[dict[str, Any]]:
+    """Each task's result as it finishes (from a process pool when workers > 1)."""
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            for fut in as_completed([pool.submit(worker, t) for t in todo]):
+                yield fut.result()
+    else:
+        for task in todo:
+            yield worker(task)
+
+
+def _restart_files(files: Mapping[str, Path], kept: Mapping[str, int], resume: bool) -> list[dict[str, Any]]:
+    """Cut the manifest and sizes file back to the kept shards; returns the kept shards' skip lines."""
+    lines = _kept_lines(files[MANIFEST_FILE], kept) if resume else []
+    write_text_atomic(files[MANIFEST_FILE], "".join(json.dumps(m) + "\n" for m in lines))
+    write_json_atomic(files[SIZES_FILE], dict(sorted(kept.items())))
+    return _kept_lines(files[SKIPPED_FILE], kept) if resume else []
 
 
 def _kept_lines(path: Path, kept: Mapping[str, int]) -> list[dict[str, Any]]:

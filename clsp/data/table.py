@@ -15,14 +15,15 @@ import csv
 import glob
 import gzip
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from clsp.data.parquet import EmbeddedAudio, iter_parquet, parquet_columns
 
-__all__ = ["AUDIO_COLUMNS", "audio_column", "iter_table", "read_table", "table_columns", "table_files",
-           "table_root"]
+__all__ = ["AUDIO_COLUMNS", "audio_column", "header_columns", "is_table", "iter_table", "read_table",
+           "table_columns", "table_files", "table_root"]
 
 # Where a table's audio path may be, in the order they are looked for (first present wins).
 AUDIO_COLUMNS = ("audio", "audio_path", "path", "filepath", "file", "filename", "file_name", "wav", "fname")
@@ -48,11 +49,13 @@ def table_files(path: str | Path) -> list[Path]:
         meta = [path / m for m in METADATA_FILES if (path / m).is_file()]
         files = meta[:1] or sorted(path.rglob("*.parquet"))
         if not files:
-            raise FileNotFoundError(f"table folder {path} has none of {list(METADATA_FILES)} and no .parquet files")
+            splits = sorted(d.name for d in path.iterdir() if any((d / m).is_file() for m in METADATA_FILES))
+            hint = f"; its split folders {splits} have one: give one of them" if splits else ""
+            raise FileNotFoundError(f"table folder {path} has none of {list(METADATA_FILES)} and no .parquet files{hint}")
         return files
     if not path.exists() and any(c in str(path) for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        if not files or any(_format(f) != ".parquet" for f in files):
+        if not files or any(f.suffix.lower() != ".parquet" for f in files):
             raise FileNotFoundError(f"table pattern {path} matches no Parquet files" if not files else
                                     f"table pattern {path} matches non-Parquet files, e.g. {files[0]}")
         return files
@@ -60,6 +63,18 @@ def table_files(path: str | Path) -> list[Path]:
         raise FileNotFoundError(f"table not found: {path}")
     _format(path)
     return [path]
+
+
+def is_table(spec: Any) -> bool:
+    """Whether a data spec names a table rather than shards: a table file, a Parquet glob, or a folder
+    with an audiofolder metadata file or Parquet files and no .tar shards."""
+    if not isinstance(spec, (str, os.PathLike)) or "::" in str(spec):
+        return False
+    try:
+        table_files(spec)
+    except (FileNotFoundError, ValueError):
+        return False
+    return not (Path(spec).is_dir() and any(Path(spec).glob("*.tar")))
 
 
 def table_root(path: str | Path) -> Path:

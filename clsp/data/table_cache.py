@@ -31,11 +31,19 @@ from clsp.data.sources import table_jobs
 from clsp.data.splits import parse_fractions
 from clsp.data.table import table_files, table_root
 
-__all__ = ["CachedTable", "materialize", "table_hash"]
+__all__ = ["CachedTable", "default_cache_root", "materialize", "table_hash"]
 
+CACHE_ENV = "CLSP_TABLE_CACHE"
 CACHE_FILE = "cache.json"
 WHOLE = "all"  # the shard folder of a table without a split
 EXAMPLES = 5  # skipped rows named in the summary
+COLUMN_OPTIONS = ("audio_column", "short_columns", "long_columns", "attribute_columns", "id_column",
+                  "transcript_column", "audio_root")  # sources.table_jobs' options  # fmt: skip
+
+
+def default_cache_root() -> Path:
+    """$CLSP_TABLE_CACHE, else ~/.cache/clsp/tables."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clsp" / "tables").expanduser()
 
 
 @dataclass
@@ -105,6 +113,9 @@ def materialize(
     attribute_columns, id_column, transcript_column, audio_root). A bad table is a ValueError or
     FileNotFoundError with a one-line message; bad rows are skipped, counted and named in the result."""
     table = Path(table)
+    unknown = sorted(set(columns) - set(COLUMN_OPTIONS))
+    if unknown:
+        raise TypeError(f"materialize() got unknown table options {unknown}; choose from {list(COLUMN_OPTIONS)}")
     fractions = parse_fractions(fractions) if fractions else None
     if (split is None) != (fractions is None and split_column is None):
         raise ValueError(f"table {table}: name the split to read and how the table splits (fractions or "

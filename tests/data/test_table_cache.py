@@ -18,7 +18,7 @@ import soundfile as sf
 from data_helpers import encoded, tone, write_container
 
 from clsp.data.reader import read_samples
-from clsp.data.table_cache import materialize
+from clsp.data.table_cache import default_cache_root, materialize
 
 
 def _table(tmp_path, n=12, name="t.csv"):
@@ -64,6 +64,15 @@ def test_written_once_reused_and_rebuilt_when_the_table_changes(tmp_path, capsys
         materialize(table, cache, fractions="train=0.7,test=0.3", progress=False)
     with pytest.raises(ValueError, match="no split 'val'"):
         materialize(table, cache, split="val", fractions="train=0.7,test=0.3", samples_per_shard=4, progress=False)
+    with pytest.raises(TypeError, match="caption_column"):  # a typo fails at once, not only when building
+        materialize(table, cache, caption_column="caption")
+
+
+def test_default_cache_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLSP_TABLE_CACHE", str(tmp_path / "c"))
+    assert default_cache_root() == tmp_path / "c"
+    monkeypatch.delenv("CLSP_TABLE_CACHE")
+    assert default_cache_root().parts[-3:] == (".cache", "clsp", "tables")
 
 
 _KILLED_BUILD = """
@@ -93,7 +102,7 @@ def test_a_killed_build_never_looks_complete(tmp_path):
 
 _CONCURRENT = """
     import json, sys
-    from clsp.data.table_cache import materialize
+    from clsp.data.table_cache import default_cache_root, materialize
     got = materialize(sys.argv[1], sys.argv[2], progress=False)
     print(json.dumps({"reused": got.reused, "folder": str(got.folder)}))
 """
