@@ -3,7 +3,7 @@
 - A user error (bad argument, override, value type or range, missing or foreign file, unreachable
   hub id, unusable table) raises `UserError`: the entry point prints one line
   `error: <what> — <what to do>` on stderr and exits 2.
-- A data failure past its limit (`DataFailure`, raised as `clsp.data.reader.DataError`) exits 1
+- A data failure past its limit (`DataFailure`, raised as `clsp.data.skips.DataError`) exits 1
   with its one line.
 - Anything else is a bug and keeps its traceback.
 - `--debug` on any command line (or `CLSP_DEBUG=1`) prints the traceback of a user error or data

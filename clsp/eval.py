@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from clsp.data.table import is_table
+from clsp.data.table_cache import default_cache_root, materialize
 from clsp.data.urls import expand_urls, is_shard_spec
 from clsp.errors import ArgumentParser, UserError, entry_point
 from clsp.evaluation import report as rep
@@ -74,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluation/validation)")
     common.add_argument("--audio-root", default=None, help="resolve relative audio paths here, not the table's folder")
     common.add_argument("--audio-column", default=None)
+    common.add_argument("--table-split", default=None,
+                        help="split a table like training does (train=0.8,val=0.1,test=0.1) and evaluate --split "
+                             "(default test) of it, through the table cache")
+    common.add_argument("--split-column", default=None, help="or split it by this column's values")
 
     pairs = argparse.ArgumentParser(add_help=False)
     pairs.add_argument("--caption-column", action="append", default=None, help="caption column(s) of a table")
@@ -131,6 +137,8 @@ def _pair_input(args, found: OfficialSet | None) -> Evaluation:
         return Evaluation(args.task, lambda: found.clips, fingerprint(found), info={"official": _official_info(found)})
     options = {"captions": args.captions, "caption_columns": args.caption_column, "audio_column": args.audio_column}
     skips = Skips()
+    if _through_cache(args):
+        return _cached_table_input(args, skips)
     if is_shard_spec(args.data):
         urls = expand_urls(args.data)
         return Evaluation(args.task, lambda: shard_clips(urls, args.captions, skips), data_fingerprint(args.data,
@@ -138,6 +146,31 @@ def _pair_input(args, found: OfficialSet | None) -> Evaluation:
     clips = load_retrieval_table(args.data, audio_column=args.audio_column, caption_columns=args.caption_column,
                                  captions=args.captions, audio_root=args.audio_root, skips=skips)
     return Evaluation(args.task, lambda: clips, data_fingerprint(args.data, clips, **options), skips=skips)
+
+
+def _through_cache(args) -> bool:
+    """Tables the direct reader cannot serve (Parquet with audio bytes, an audiofolder) or that are split
+    go through the table cache, as in training: one reader path."""
+    if not is_table(args.data):
+        return False
+    direct = Path(args.data).is_file() and Path(args.data).suffixes[-2:] != [".parquet"] and \
+        not args.data.endswith(".parquet")
+    return bool(args.table_split or args.split_column or not direct)
+
+
+def _cached_table_input(args, skips: Skips) -> Evaluation:
+    """Retrieval / score data from a table written to cached shards (its --split part when split)."""
+    split = (args.split or "test") if (args.table_split or args.split_column) else None
+    columns = {"audio_column": args.audio_column, "audio_root": args.audio_root,
+               "short_columns": args.caption_column or ()}
+    got = materialize(args.data, default_cache_root(), split=split, fractions=args.table_split,
+                      split_column=args.split_column, **{k: v for k, v in columns.items() if v})
+    skips.update(got.skipped)
+    skips.examples += got.examples
+    urls = expand_urls(str(got.folder))
+    return Evaluation(args.task, lambda: shard_clips(urls, args.captions, skips),
+                      data_fingerprint(str(got.folder), captions=args.captions), skips=skips,
+                      info={"table_cache": str(got.folder)})
 
 
 def _zeroshot_input(args, found: OfficialSet | None) -> Evaluation:

@@ -28,11 +28,38 @@ class DemoConfig:
 
 
 @dataclass
+class TableConfig:
+    """How a table given as data.train / val / test is read (written once to cached shards, see
+    `clsp.data.table_cache`): its columns and how it splits. Column options as `clsp.shards table`."""
+
+    split: str | None = None  # "train=0.8,val=0.1,test=0.1": seeded by each row's audio path, stable as rows are added
+    split_column: str | None = None  # or each row's own split name in this column
+    split_seed: int = 0
+    audio_column: str | None = None
+    short_columns: list[str] = field(default_factory=list)  # default: caption / text / caption_1..N
+    long_columns: list[str] = field(default_factory=list)  # default: long_caption(s)
+    attribute_columns: list[str] = field(default_factory=list)  # e.g. gender, emotion: kept in each sample's json
+    audio_root: str | None = None  # where relative audio paths start (default: the table's folder)
+    cache: str | None = None  # default $CLSP_TABLE_CACHE or ~/.cache/clsp/tables
+    samples_per_shard: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.split is not None and self.split_column is not None:
+            raise ValueError("data.table.split and data.table.split_column both set; give one")
+        require("data.table", "samples_per_shard", self.samples_per_shard, int, ge=1)
+
+    @property
+    def splits(self) -> bool:
+        return self.split is not None or self.split_column is not None
+
+
+@dataclass
 class DataConfig:
     _target_: str = "clsp.training.datamodule.CLSPDataModule"  # the LightningDataModule built from this
-    train: Any = MISSING  # shard spec(s): folder, tar, brace pattern, or a list / weighted sources
-    val: Any = None
-    test: Any = None
+    train: Any = MISSING  # shards (folder, tar, brace pattern, list, weighted sources) or a table (csv/tsv/jsonl/parquet)
+    val: Any = None  # with data.table.split and a table in train: null = the table's val part
+    test: Any = None  # likewise, the table's test part
+    table: TableConfig = field(default_factory=TableConfig)
     demo: DemoConfig | None = None  # set = build the demo corpus first
     # Captions (clsp.data.captions): training policy, which caption of a kind, the pairing schedule of
     # "both", hard negatives; validation and the end-of-run test read every caption of val_caption_policy.
@@ -73,6 +100,8 @@ class DataConfig:
             self.caption_schedule = CaptionSchedule(**self.caption_schedule)
         if isinstance(self.demo, dict):
             self.demo = DemoConfig(**self.demo)
+        if isinstance(self.table, dict):
+            self.table = TableConfig(**self.table)
 
     def eval_batch_size(self) -> int:
         return self.val_batch_size or self.batch_size

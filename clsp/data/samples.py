@@ -80,6 +80,17 @@ def _window(total: int, rate: int, max_seconds: float | None, crop: str, rng: ra
     return start, frames
 
 
+def decode_window(data: bytes, *, max_seconds: float | None = None, crop: str = "start",
+                  rng: random.Random | None = None, header: tuple[int, int, int] | None = None,
+                  ) -> tuple[np.ndarray, int]:
+    """Decode (a window of) encoded audio to mono float32 at the file's rate; only the window is decoded.
+
+    `header` (frames, rate, channels), when the caller has parsed it already, saves a second parse."""
+    total, rate, _ = header or audio_io.audio_info(data)
+    start, frames = _window(total, rate, max_seconds, crop, rng)
+    return audio_io.decode(data, start=start, frames=frames)
+
+
 def decode_raw(
     raw: dict[str, Any],
     counter: SkipCounter,
@@ -140,9 +151,8 @@ def _decode(raw: dict[str, Any], counter: SkipCounter, url: str, max_seconds: fl
     if header is None:
         counter.skip("decode_error", url)
         return None, 0
-    start, frames = _window(header[0], header[1], max_seconds, crop, rng)
     try:
-        audio, rate = audio_io.decode(found[1], start=start, frames=frames)
+        audio, rate = decode_window(found[1], max_seconds=max_seconds, crop=crop, rng=rng, header=header)
     except audio_io.AudioDecodeError:
         counter.skip("decode_error", url)
         return None, 0

@@ -26,7 +26,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-AUDIO_EXTENSIONS: tuple[str, ...] = ("flac", "wav", "mp3", "ogg", "opus", "m4a")
+# Shard members read as audio: what clsp writes, and containers other tools put in shards (decoded by PyAV).
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    "flac", "wav", "mp3", "ogg", "opus", "m4a", "mp4", "webm", "mka", "mkv", "mov", "aac", "wma", "aiff", "aif",
+)  # fmt: skip
 CAPTION_KINDS: tuple[str, str] = ("short", "long")
 
 # (json field, caption kind) pairs read by normalize_captions besides the `captions` dict.

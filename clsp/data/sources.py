@@ -1,9 +1,10 @@
 """Source readers: turn a dataset's native layout into `Job`s (one clip each) for the shard writer.
 
 Each reader returns `(jobs, problems)`: jobs carry the canonical sample json (schema.make_meta)
-and where the audio is; problems are {"id", "reason", "detail"} records for clips that cannot
-be written (no audio file, no caption), reported by `python -m clsp.shards`, never fatal.
-Audio is not opened here (workers decode it), only located.
+and where the audio is; problems are {"id", "reason", "detail", "group"} records for clips that
+cannot be written (no audio file, no caption), reported by `python -m clsp.shards`, never fatal.
+Audio is not opened here (workers decode it), only located; audio stored in a Parquet table stays
+there as a reference until its worker reads it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clsp.data.parquet import EmbeddedAudio
 from clsp.data.schema import CaptionError, cell_texts, make_meta
-from clsp.data.table import AUDIO_COLUMNS, iter_table, read_table, table_columns
+from clsp.data.splits import check_split_name
+from clsp.data.table import AUDIO_COLUMNS, iter_table, read_table, table_columns, table_files, table_root
 from clsp.data.table import audio_column as _audio_column
 
 TABLE_SHORT_COLUMNS = ("caption", "captions", "text", "short_caption", "short_captions")
 TABLE_LONG_COLUMNS = ("long_caption", "long_captions")
 FUSIONAUDIO_CAPTION_TASK = "Captioning questions"
-FUSIONAUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "m4a")
+# What yt-dlp writes for AudioSet/VGGSound clips (m4a, webm, mp4, opus) besides what datasets re-encode to.
+FUSIONAUDIO_EXTENSIONS = ("flac", "wav", "mp3", "ogg", "m4a", "webm", "mp4", "opus", "mkv", "mka", "aac")
 FCAPS_ATTRIBUTES = (
     "gender", "accent", "pitch", "speaking_rate", "emotion", "age", "intrinsic_tags", "situational_tags",
     "noise", "reverberation", "speech_monotony",
@@ -36,14 +40,20 @@ class Job:
 
     id: str
     meta: dict[str, Any]
-    audio_path: str
+    audio_path: str  # the file to read; for `embedded` audio, the cell's path (used when it holds no bytes)
     offset: float = 0.0
     duration: float | None = None
     key: str = ""  # the shard key, assigned by the CLI (unique, sanitised)
+    embedded: EmbeddedAudio | None = None  # audio bytes stored in a Parquet table
+    group: str = ""  # what a hashed split is drawn from (default: the audio file): one group, one split
+    split: str | None = None  # the split a split column names
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.audio_path or self.id
 
 
-def _problem(id: str, reason: str, detail: str = "") -> dict[str, str]:
-    return {"id": str(id), "reason": reason, "detail": detail}
+def _problem(id: str, reason: str, detail: str = "", group: str = "") -> dict[str, str]:
+    return {"id": str(id), "reason": reason, "detail": detail, "group": group or str(id)}
 
 
 def _audio_file(audio: str | None, root: Path, ident: str, empty_msg: str, problems: list) -> Path | None:
@@ -69,53 +79,82 @@ def table_jobs(
     transcript_column: str | None = None,
     audio_root: str | Path | None = None,
     source: str | None = None,
+    split_column: str | None = None,
 ) -> tuple[list[Job], list[dict[str, str]]]:
-    """A CSV/TSV/JSONL/JSON-list table with an audio path column and caption columns.
+    """A table (see clsp.data.table: CSV/TSV/JSONL/JSON, Parquet, an audiofolder) with an audio column
+    and caption columns.
 
-    Defaults: the audio column is the first of table.AUDIO_COLUMNS present; with no caption
-    columns given, "caption"/"text"/... (and Clotho's caption_1..caption_5) are short captions and
-    "long_caption(s)" long ones. Relative paths resolve against `audio_root`, else the table's folder.
+    Defaults: the audio column is a Parquet audio column, else the first of table.AUDIO_COLUMNS present;
+    with no caption columns given, "caption"/"text"/... (and Clotho's caption_1..caption_5) are short
+    captions and "long_caption(s)" long ones. Relative paths resolve against `audio_root`, else the
+    table's folder (an audiofolder's own folder). `split_column` puts each row's value in `Job.split`.
     """
     path = Path(path)
     numbered = read_table(path)
     columns = table_columns(numbered)
     rows = [row for _, row in numbered]
+    audio_column = audio_column or _audio_column(columns, rows[0])
     if audio_column is None:
-        audio_column = _audio_column(columns)
-        if audio_column is None:
-            raise ValueError(f"table {path}: no audio column among {columns} (looked for {list(AUDIO_COLUMNS)}); "
-                             "pass --audio-column")
+        raise ValueError(f"table {path}: no audio column among {columns} (looked for {list(AUDIO_COLUMNS)}); "
+                         "pass --audio-column")
     if not short_columns and not long_columns:
         short_columns = [c for c in columns if c in TABLE_SHORT_COLUMNS or re.fullmatch(r"caption_?\d+", c)]
         long_columns = [c for c in columns if c in TABLE_LONG_COLUMNS]
         if not short_columns and not long_columns:
             raise ValueError(f"table {path}: no caption column among {columns}; pass --short/--long-columns")
-    for col in [audio_column, *short_columns, *long_columns, *attribute_columns]:
+    for col in [audio_column, *short_columns, *long_columns, *attribute_columns, *filter(None, [split_column])]:
         if col not in columns:
             raise ValueError(f"table {path}: column {col!r} not found; columns are {columns}")
-    root = Path(audio_root) if audio_root is not None else path.parent
-    source = source or path.stem
+    root = Path(audio_root) if audio_root is not None else table_root(path)
+    source = source or (path.name if path.is_dir() else table_files(path)[0].name.split(".")[0])
     jobs, problems = [], []
     for n, row in enumerate(rows):
-        audio = str(row.get(audio_column) or "").strip()
-        ident = str(row.get(id_column) if id_column else row.get("id") or Path(audio).stem or f"row{n}")
-        audio_path = _audio_file(audio, root, ident, f"row {n}: empty {audio_column!r}", problems)
-        if audio_path is None:
-            continue
-        try:
-            meta = make_meta(
-                ident,
-                source=source,
-                short=[t for c in short_columns for t in cell_texts(row.get(c))],
-                long=[t for c in long_columns for t in cell_texts(row.get(c))],
-                attributes={c: row.get(c) for c in attribute_columns},
-                transcript=row.get(transcript_column) if transcript_column else None,
-            )
-        except CaptionError as exc:
-            problems.append(_problem(ident, exc.reason, f"row {n}"))
-            continue
-        jobs.append(Job(ident, meta, str(audio_path)))
+        split = str(row.get(split_column) or "").strip() if split_column else None
+        if split:
+            try:
+                check_split_name(split)
+            except ValueError as exc:
+                raise ValueError(f"table {path}: row {n}: column {split_column!r}: {exc}") from exc
+        job = _table_job(row, n, root, source, problems, split, audio_column=audio_column,
+                         short_columns=short_columns, long_columns=long_columns,
+                         attribute_columns=attribute_columns, id_column=id_column, transcript_column=transcript_column)
+        if job is not None and split == "":
+            problems.append(_problem(job.id, "no_split", f"row {n}: empty {split_column!r}", job.group))
+        elif job is not None:
+            jobs.append(job)
     return jobs, problems
+
+
+def _table_job(row: dict[str, Any], n: int, root: Path, source: str, problems: list, split: str | None, *,
+               audio_column: str, short_columns: Sequence[str], long_columns: Sequence[str],
+               attribute_columns: Sequence[str], id_column: str | None, transcript_column: str | None) -> Job | None:
+    """One row's job, or None with its problem recorded (no audio file, no caption)."""
+    cell = row.get(audio_column)
+    embedded = cell if isinstance(cell, EmbeddedAudio) else None
+    audio = embedded.path if embedded else str(cell or "").strip()
+    ident = str(row.get(id_column) if id_column else row.get("id") or Path(audio).stem or f"row{n}")
+    group = audio or ident
+
+    def skip(reason: str, detail: str) -> None:
+        problems.append(_problem(ident, reason, detail, group) | ({"split": split} if split else {}))
+
+    audio_path = str(root / audio) if audio and not os.path.isabs(audio) else audio
+    if not embedded and not audio:
+        return skip("no_audio", f"row {n}: empty {audio_column!r}")
+    if not embedded and not os.path.isfile(audio_path):  # embedded: the worker reads the bytes (or this path)
+        return skip("no_audio", f"file not found: {audio_path}")
+    try:
+        meta = make_meta(
+            ident,
+            source=source,
+            short=[t for c in short_columns for t in cell_texts(row.get(c))],
+            long=[t for c in long_columns for t in cell_texts(row.get(c))],
+            attributes={c: row.get(c) for c in attribute_columns},
+            transcript=row.get(transcript_column) if transcript_column else None,
+        )
+    except CaptionError as exc:
+        return skip(exc.reason, f"row {n}: {audio}")
+    return Job(ident, meta, audio_path, embedded=embedded, group=group, split=split)
 
 
 # -- FusionAudio ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ Each local shard folder may hold `sizes.json` (samples per shard), which epoch p
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import braceexpand
+
+from clsp.data.writer import folder_sizes
 
 REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -105,24 +106,18 @@ def parse_sources(spec: Any) -> list[ShardSource]:
 
 
 def shard_sizes(urls: Sequence[str]) -> dict[str, int | None]:
-    """Samples per shard from each local shard folder's sizes.json (None where unknown)."""
-    cache: dict[str, dict[str, int]] = {}
+    """Samples per shard from each local shard folder's sizes files (`clsp.data.writer.folder_sizes`:
+    sizes.json and the parts' own), None where unknown."""
+    folders: dict[str, dict[str, int]] = {}
     out: dict[str, int | None] = {}
     for url in urls:
         if is_remote(url):
             out[url] = None
             continue
         folder = os.path.dirname(os.path.abspath(url))
-        if folder not in cache:
-            path = os.path.join(folder, "sizes.json")
-            try:
-                with open(path) as f:
-                    cache[folder] = {str(k): int(v) for k, v in json.load(f).items()}
-            except FileNotFoundError:
-                cache[folder] = {}
-            except (ValueError, AttributeError) as exc:
-                raise ValueError(f"{path}: not a JSON object of shard name -> sample count ({exc})") from exc
-        out[url] = cache[folder].get(os.path.basename(url))
+        if folder not in folders:
+            folders[folder] = folder_sizes(folder)
+        out[url] = folders[folder].get(os.path.basename(url))
     return out
 
 

@@ -22,17 +22,28 @@ from clsp.atomic import write_json_atomic
 from clsp.data.schema import KeyAllocator, canonical_meta
 
 SIZES_FILE = "sizes.json"
+PART_SIZES_GLOB = "sizes-p*of*.json"  # written by `clsp.shards --part I/N` (see clsp.data.parts)
 
 
-def read_sizes(out_dir: str | Path) -> dict[str, int]:
-    """The folder's sizes.json ({} when there is none)."""
-    path = Path(out_dir) / SIZES_FILE
+def read_sizes(out_dir: str | Path, name: str = SIZES_FILE) -> dict[str, int]:
+    """The folder's sizes.json, or another sizes file of it ({} when there is none)."""
+    path = Path(out_dir) / name
     if not path.is_file():
         return {}
     try:
         return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
     except (ValueError, AttributeError) as exc:
         raise ValueError(f"{path} is not a JSON object of shard name -> sample count: {exc}") from exc
+
+
+def folder_sizes(out_dir: str | Path) -> dict[str, int]:
+    """Samples per shard of a folder: its sizes.json merged with every part's sizes-pIIIofNNN.json.
+
+    What a reader should use: parts writing one folder each keep their own sizes file."""
+    sizes = read_sizes(out_dir)
+    for path in sorted(Path(out_dir).glob(PART_SIZES_GLOB)):
+        sizes.update(read_sizes(out_dir, path.name))
+    return sizes
 
 
 def update_sizes(out_dir: str | Path, sizes: dict[str, int]) -> dict[str, int]:

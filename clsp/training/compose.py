@@ -69,15 +69,16 @@ _BRACES = re.compile(r"\{[^{}:]*(\.\.|,)[^{}:]*\}")
 
 
 def quote_shard_patterns(overrides: list[str]) -> list[str]:
-    """Quote values holding shard brace patterns ('train-{000000..000511}.tar').
+    """Quote values holding shard brace patterns ('train-{000000..000511}.tar') or split fractions
+    ('train=0.8,val=0.1,test=0.1').
 
-    The shell already ate the user's quotes, and Hydra's override grammar would read the
-    braces as a dictionary.
+    The shell already ate the user's quotes, and Hydra's override grammar would read the braces as a
+    dictionary and the commas as a sweep.
     """
     out = []
     for item in overrides:
         key, sep, value = item.partition("=")
-        if sep and _BRACES.search(value) and value[:1] not in "'\"":
+        if sep and (_BRACES.search(value) or "=" in value) and value[:1] not in "'\"":
             value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         out.append(f"{key}{sep}{value}")
     return out

@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from clsp.atomic import write_text_atomic
 from clsp.config import CLSPConfig
+from clsp.data.config import DataConfig
 from clsp.data.demo import build_demo
+from clsp.data.table_cache import resolve_tables
 from clsp.data.urls import expand_urls, parse_sources
 from clsp.errors import ConfigError, UserError
 from clsp.evaluation.clips import Skips, shard_clips
@@ -62,19 +64,25 @@ def run_folder(cfg: TrainConfig, launch: Launch) -> tuple[Path, str | None]:
     return root / name, None
 
 
-def prepare_data(cfg: TrainConfig) -> None:
-    """Build the demo corpus when the recipe asks for it, then check every shard path exists (rank 0)."""
+def prepare_data(cfg: TrainConfig, progress: bool = True) -> DataConfig:
+    """Build the demo corpus when the recipe asks for it, write tables to cached shards, and check every
+    shard path exists; returns the data section with tables replaced by their shards (rank 0 first)."""
     demo = cfg.data.demo
     if demo is not None:
         build_demo(demo.root, seed=demo.seed, n_train=demo.n_train, n_val=demo.n_val, n_test=demo.n_test,
                    sample_rate=cfg.model.audio.sample_rate)
+    try:
+        data = resolve_tables(cfg.data, progress=progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError.from_exception(exc, "check the table's path and columns (data.table.*)") from None
     for split in ("train", "val", "test"):
-        spec = getattr(cfg.data, split)
+        spec = getattr(data, split)
         if spec:
             try:
                 parse_sources(spec)
             except (FileNotFoundError, ValueError) as exc:
                 raise ConfigError(f"data.{split}: {exc}") from None
+    return data
 
 
 def build_model(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None) -> tuple[CLSPModel, tuple[str, ...]]:
@@ -162,13 +170,14 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
     launch = detect()
     start_process_group(launch, cfg.trainer.accelerator)
 
-    def resolve_and_prepare() -> tuple[Path, str | None]:
-        where = run_folder(cfg, launch)
-        prepare_data(cfg)
-        return where
+    def resolve_and_prepare() -> tuple[Path, str | None, DataConfig]:
+        return *run_folder(cfg, launch), prepare_data(cfg)
 
-    # Rank 0 picks the folder and builds the data while the others wait; they get its answer.
-    folder, resume_ckpt = once(launch, resolve_and_prepare, fallback=lambda: run_folder(cfg, launch))
+    # Rank 0 picks the folder and builds the data while the others wait; they get its answer (processes
+    # Lightning starts later find the data built and the tables cached).
+    folder, resume_ckpt, data = once(launch, resolve_and_prepare,
+                                     fallback=lambda: (*run_folder(cfg, launch), prepare_data(cfg, progress=False)))
+    cfg = dataclasses.replace(cfg, data=data)
     if resume_ckpt:  # a resumed run's checkpoints/ holds the run's own files, as it should
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)

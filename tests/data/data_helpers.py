@@ -7,6 +7,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 
@@ -60,3 +61,32 @@ def write_raw_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
 
 def js(obj: object) -> bytes:
     return json.dumps(obj).encode()
+
+
+def write_container(path: Path, audio: np.ndarray, rate: int, codec: str, *, fmt: str | None = None,
+                    video: bool = False) -> Path:
+    """Encode float32 [T] / [T, C] audio with PyAV (e.g. "aac" in .m4a, "libopus" in .webm), optionally
+    beside a small video stream (as a VGGSound .mp4 has)."""
+    planar = np.ascontiguousarray(np.atleast_2d(audio.T if audio.ndim == 2 else audio), dtype=np.float32)
+    layout = "mono" if planar.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        if codec == "vorbis":  # FFmpeg's own Vorbis encoder is marked experimental
+            stream.codec_context.options = {"strict": "experimental"}
+        if codec.startswith("wma"):  # the WMA encoder has no default bit rate
+            stream.bit_rate = 128000
+        if video:
+            picture = container.add_stream("mpeg4", rate=10)
+            picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
+        for i in range(0, planar.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(planar[:, i : i + 4096], format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if video:
+            for k in range(int(planar.shape[1] / rate * 10)):
+                image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), k % 255, np.uint8), format="rgb24")
+                image.pts = k
+                container.mux(picture.encode(image))
+            container.mux(picture.encode(None))
+    return Path(path)

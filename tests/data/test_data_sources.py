@@ -92,3 +92,29 @@ def test_laion_reshard(tmp_path):
     assert got["c"].sample_rate == 48000 and got["c"].meta["tag"] == ["t"]
     assert json.loads((out / "sizes.json").read_text()) == {"shard-000000.tar": 1, "shard-000001.tar": 1}
     assert json.loads((out / "report.json").read_text())["skipped"] == {"decode_error": 1}
+
+
+def test_every_source_takes_a_part(tmp_path):
+    """laion (input shard i -> part i mod N) and fcaps (chunks) split by --part like a table does."""
+    src = tmp_path / "laion"
+    src.mkdir()
+    for i in range(3):
+        write_raw_tar(src / f"{i}.tar", [(f"k{i}.flac", encoded(tone(0.1, 16000, 300 + 50 * i), 16000)),
+                                         (f"k{i}.json", js({"text": f"clip {i}"}))])  # fmt: skip
+    lines = []
+    for i in range(5):
+        sf.write(tmp_path / f"u{i}.wav", tone(0.1, 16000, 200 + 30 * i), 16000)
+        lines.append(json.dumps({"id": f"u{i}", "audio_path": f"u{i}.wav", "short_captions": [f"speech {i}"]}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    sources = {"laion": ["--shards", str(src)], "fcaps": ["--manifest", str(tmp_path / "m.jsonl"),
+                                                          "--samples-per-shard", "2"]}  # fmt: skip
+    for name, args in sources.items():
+        whole, parts = tmp_path / f"{name}_whole", tmp_path / f"{name}_parts"
+        assert main([name, *args, "--out", str(whole)]) == 0
+        for part in ("0/2", "1/2"):
+            assert main([name, *args, "--out", str(parts), "--part", part]) == 0
+        assert main(["merge", str(parts)]) == 0
+        assert {k: (s.audio.tobytes(), s.meta) for k, s in _read(parts).items()} == \
+            {k: (s.audio.tobytes(), s.meta) for k, s in _read(whole).items()}, name
+        assert sorted(p.name for p in parts.glob("*.tar"))[:2] == ["shard-p000of002-000000.tar",
+                                                                   "shard-p000of002-000002.tar"]  # fmt: skip

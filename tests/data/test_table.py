@@ -24,8 +24,11 @@ def test_formats_and_line_numbers(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
     with pytest.raises(ValueError, match="line 2: not valid JSON"):
         read_table(tmp_path / "bad.jsonl")
-    (tmp_path / "t.parquet").write_text("")
+    (tmp_path / "t.xlsx").write_text("")
     with pytest.raises(ValueError, match="unsupported table format"):
+        read_table(tmp_path / "t.xlsx")
+    (tmp_path / "t.parquet").write_text("")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
         read_table(tmp_path / "t.parquet")
 
 
@@ -37,3 +40,17 @@ def test_shards_and_eval_pick_the_same_audio_column(tmp_path):
     clips = load_retrieval_table(tmp_path / "t.csv")
     assert problems == [] and jobs[0].audio_path == str(tmp_path / "real.wav")
     assert clips[0].path == tmp_path / "real.wav"
+
+
+def test_is_table_tells_tables_from_shard_specs(tmp_path):
+    from clsp.data.table import is_table
+
+    (tmp_path / "t.csv").write_text("audio,caption\na.wav,x\n")
+    (tmp_path / "af").mkdir()
+    (tmp_path / "af" / "metadata.jsonl").write_text('{"file_name": "a.wav", "caption": "x"}\n')
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "shard-000000.tar").write_bytes(b"")
+    assert is_table(tmp_path / "t.csv") and is_table(str(tmp_path / "af"))
+    for spec in (tmp_path / "shards", str(tmp_path / "shards" / "shard-{000000..000001}.tar"),
+                 f"{tmp_path / 't.csv'}::{tmp_path / 'shards'}", tmp_path / "nothing.csv", ["a.tar"]):
+        assert not is_table(spec), spec
