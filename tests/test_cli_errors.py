@@ -320,6 +320,7 @@ SUBPROCESS_ROWS = [
 ]
 
 
+@pytest.mark.slow  # one real interpreter per entry point
 @pytest.mark.parametrize("entry, argv, says", SUBPROCESS_ROWS, ids=[r[0] for r in SUBPROCESS_ROWS])
 def test_python_m_entry_points(entry, argv, says, d: Path, tmp_path):
     out = tmp_path / "out"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from clsp.losses import ContrastiveOutputs, GlobalInfoNCE, MultiPositiveInfoNCE, SigLIPLoss
+
+pytestmark = pytest.mark.slow  # end-to-end: `make test` runs it, `pytest -m "not slow"` skips it
 
 WORLD = 2
 SIZES = [4, 3]  # clips per rank (unequal on purpose)

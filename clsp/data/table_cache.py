@@ -137,25 +137,33 @@ def materialize(
     reused = True
     with _locked(cache_root / f".{name}.lock"):
         if rebuild or not (entry / CACHE_FILE).is_file():
-            for stale in cache_root.glob(f".{name}.tmp-*"):  # a killed build's leftovers: nobody else holds the lock
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = cache_root / f".{name}.tmp-{os.getpid()}"
-            try:
-                reports = write_jobs(*table_jobs(table, split_column=split_column, **columns),
-                                     tmp if split is not None else tmp / WHOLE, samples_per_shard=samples_per_shard,
-                                     fractions=fractions, by_column=split_column is not None, seed=split_seed,
-                                     settings={"codec": codec, "sample_rate": sample_rate}, workers=workers,
-                                     progress=progress)  # fmt: skip
-                write_json_atomic(tmp / CACHE_FILE, {"table": str(table.resolve()), "table_hash": content,
-                                                     "settings": settings, "splits": _summaries(tmp, reports)})
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            if entry.exists():  # rebuild: the old entry goes only once the new one is complete
-                shutil.rmtree(entry)
-            os.replace(tmp, entry)
+            def write(tmp: Path) -> dict:
+                return write_jobs(*table_jobs(table, split_column=split_column, **columns),
+                                  tmp if split is not None else tmp / WHOLE, samples_per_shard=samples_per_shard,
+                                  fractions=fractions, by_column=split_column is not None, seed=split_seed,
+                                  settings={"codec": codec, "sample_rate": sample_rate}, workers=workers,
+                                  progress=progress)  # fmt: skip
+
+            _build(entry, write, {"table": str(table.resolve()), "table_hash": content, "settings": settings})
             reused = False
     return _result(entry, split, reused, progress)
+
+
+def _build(entry: Path, write: Any, record: dict[str, Any]) -> None:
+    """Write an entry under a hidden temporary name (`write(tmp)` returns the split reports) and rename it
+    into place when complete; the caller holds the entry's lock."""
+    for stale in entry.parent.glob(f".{entry.name}.tmp-*"):  # a killed build's leftovers: nobody else holds the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}"
+    try:
+        reports = write(tmp)
+        write_json_atomic(tmp / CACHE_FILE, {**record, "splits": _summaries(tmp, reports)})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if entry.exists():  # rebuild: the old entry goes only once the new one is complete
+        shutil.rmtree(entry)
+    os.replace(tmp, entry)
 
 
 def _summaries(tmp: Path, reports: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

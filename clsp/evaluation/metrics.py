@@ -145,47 +145,12 @@ def retrieval_ranks(
     text_emb = text_emb.to(device=device, dtype=audio_emb.dtype)
     c2c = torch.as_tensor(caption_to_clip, dtype=torch.long, device=device)
     _check_inputs(audio_emb, text_emb, c2c)
-    n, m = audio_emb.shape[0], text_emb.shape[0]
-
-    # text -> audio: each caption row against all clips.
-    step = min(chunk_size or max(1, _CHUNK_ELEMENTS // n), m)
-    blocks = _Blocks(step, n, audio_emb)
-    t2a = torch.empty(m, dtype=torch.long, device=device)
-    for start in range(0, m, step):
-        sims = blocks.similarities(text_emb[start : start + step], audio_emb)
-        target = sims.gather(1, c2c[start : start + step, None])
-        t2a[start : start + step] = blocks.count_greater(sims, target) + 1
-    del blocks
-
-    # audio -> text, for the clips that have captions: their captions as a padded [Q, K] table.
-    counts = torch.bincount(c2c, minlength=n)
-    clips = (counts > 0).nonzero().flatten()
-    row_of = torch.full((n,), -1, dtype=torch.long, device=device)
-    row_of[clips] = torch.arange(len(clips), device=device)
-    k = int(counts.max())
-    order = torch.argsort(c2c, stable=True)
-    first = torch.cumsum(counts, 0) - counts  # first slot of each clip in `order`
-    slot = torch.arange(m, device=device) - first[c2c[order]]
-    rel = torch.full((len(clips), k), -1, dtype=torch.long, device=device)
-    rel[row_of[c2c[order]], slot] = order
-    valid = rel >= 0
-    rel_idx = rel.clamp(min=0)
-
-    step = min(chunk_size or max(1, _CHUNK_ELEMENTS // m), len(clips))
-    blocks = _Blocks(step, m, audio_emb)
-    top_k = min(MAP_K, m)
-    best = torch.empty(len(clips), dtype=torch.long, device=device)
-    above = torch.empty(len(clips), k, dtype=torch.long, device=device)
-    for start in range(0, len(clips), step):
-        sims = blocks.similarities(audio_emb[clips[start : start + step]], text_emb)
-        targets = sims.gather(1, rel_idx[start : start + step])  # [c, K]
-        targets = torch.where(valid[start : start + step], targets, float("-inf"))
-        best[start : start + step] = blocks.count_greater(sims, targets.max(1, keepdim=True).values) + 1
-        # A caption ranks within the top 10 iff fewer than 10 captions beat it, and then all of
-        # those are in the row's top 10: counting there is exact.
-        top = sims.topk(top_k, dim=1).values  # [c, 10]
-        above[start : start + step] = (top[:, None, :] > targets[:, :, None]).sum(2)
-    del blocks
+    t2a = _text_to_audio(audio_emb, text_emb, c2c, chunk_size)
+    counts = torch.bincount(c2c, minlength=audio_emb.shape[0])
+    clips = (counts > 0).nonzero().flatten()  # audio -> text: the clips that have captions
+    rel = _relevant_table(c2c, counts, clips)
+    best, above = _audio_to_text(audio_emb, text_emb, clips, rel, chunk_size)
+    valid, k = rel >= 0, rel.shape[1]
     # Ranks beyond 10 (or padding) become MAP_K + 1 and are dropped after the tie adjustment.
     ranks, slots = torch.where(valid & (above < MAP_K), above + 1, MAP_K + 1).sort(dim=1, stable=True)
     # Relevant captions tied with each other take consecutive positions: p_j = j + max_{i<=j}(r_i - i).
@@ -197,6 +162,55 @@ def retrieval_ranks(
         t2a=t2a.cpu(), a2t_best=best.cpu(), a2t_top=top_positions.cpu(), a2t_count=counts[clips].cpu(),
         a2t_stored=stored.cpu(),
     )
+
+
+def _text_to_audio(audio_emb: torch.Tensor, text_emb: torch.Tensor, c2c: torch.Tensor,
+                   chunk_size: int | None) -> torch.Tensor:
+    """[M] rank of each caption's clip among all clips (1-based), caption rows in chunks."""
+    n, m = audio_emb.shape[0], text_emb.shape[0]
+    step = min(chunk_size or max(1, _CHUNK_ELEMENTS // n), m)
+    blocks = _Blocks(step, n, audio_emb)
+    t2a = torch.empty(m, dtype=torch.long, device=audio_emb.device)
+    for start in range(0, m, step):
+        sims = blocks.similarities(text_emb[start : start + step], audio_emb)
+        target = sims.gather(1, c2c[start : start + step, None])
+        t2a[start : start + step] = blocks.count_greater(sims, target) + 1
+    return t2a
+
+
+def _relevant_table(c2c: torch.Tensor, counts: torch.Tensor, clips: torch.Tensor) -> torch.Tensor:
+    """[Q, K] caption indices of each captioned clip in stored order, -1 padding (K = most captions)."""
+    device, m = c2c.device, c2c.shape[0]
+    row_of = torch.full((counts.shape[0],), -1, dtype=torch.long, device=device)
+    row_of[clips] = torch.arange(len(clips), device=device)
+    order = torch.argsort(c2c, stable=True)
+    first = torch.cumsum(counts, 0) - counts  # first slot of each clip in `order`
+    slot = torch.arange(m, device=device) - first[c2c[order]]
+    rel = torch.full((len(clips), int(counts.max())), -1, dtype=torch.long, device=device)
+    rel[row_of[c2c[order]], slot] = order
+    return rel
+
+
+def _audio_to_text(audio_emb: torch.Tensor, text_emb: torch.Tensor, clips: torch.Tensor, rel: torch.Tensor,
+                   chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(best rank of each clip's captions [Q], captions ranked above each relevant caption [Q, K])."""
+    m, device = text_emb.shape[0], audio_emb.device
+    valid, rel_idx = rel >= 0, rel.clamp(min=0)
+    step = min(chunk_size or max(1, _CHUNK_ELEMENTS // m), len(clips))
+    blocks = _Blocks(step, m, audio_emb)
+    top_k = min(MAP_K, m)
+    best = torch.empty(len(clips), dtype=torch.long, device=device)
+    above = torch.empty(len(clips), rel.shape[1], dtype=torch.long, device=device)
+    for start in range(0, len(clips), step):
+        sims = blocks.similarities(audio_emb[clips[start : start + step]], text_emb)
+        targets = sims.gather(1, rel_idx[start : start + step])  # [c, K]
+        targets = torch.where(valid[start : start + step], targets, float("-inf"))
+        best[start : start + step] = blocks.count_greater(sims, targets.max(1, keepdim=True).values) + 1
+        # A caption ranks within the top 10 iff fewer than 10 captions beat it, and then all of
+        # those are in the row's top 10: counting there is exact.
+        top = sims.topk(top_k, dim=1).values  # [c, 10]
+        above[start : start + step] = (top[:, None, :] > targets[:, :, None]).sum(2)
+    return best, above
 
 
 def _median(x: torch.Tensor) -> float:

@@ -21,6 +21,8 @@ from omegaconf import OmegaConf
 
 from clsp import CLSPModel
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test` runs it, `pytest -m "not slow"` skips it
+
 pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install 'clsp[deepspeed]')")
 
 _WRITE = textwrap.dedent("""

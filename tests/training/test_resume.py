@@ -12,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from clsp.loading import load_checkpoint
+
+pytestmark = pytest.mark.slow  # end-to-end: `make test` runs it, `pytest -m "not slow"` skips it
 
 
 def _final_weights(run_root: Path) -> dict[str, torch.Tensor]:

@@ -11,6 +11,8 @@ import torch
 from clsp import CLSPModel
 from clsp.train import main as train_main
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test` runs it, `pytest -m "not slow"` skips it
+
 
 def _run_dir(tmp_path: Path, name: str) -> Path:
     runs = sorted((tmp_path / "runs" / name).iterdir())

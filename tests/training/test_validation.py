@@ -40,6 +40,7 @@ def _validation(model: CLSPModel, data) -> dict[str, float]:
     return retrieval_scores(whole.audio, whole.text, whole.caption_to_clip)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("preset", "rate", "seconds"), CASES)
 def test_results_json_equals_eval_and_validation_on_long_clips(tmp_path, preset, rate, seconds):
     build_demo(tmp_path / "data", n_train=1, n_val=0, n_test=8, samples_per_shard=8, sample_rate=rate,

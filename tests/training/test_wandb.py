@@ -6,6 +6,8 @@ import pytest
 
 from clsp.train import main as train_main
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test` runs it, `pytest -m "not slow"` skips it
+
 wandb = pytest.importorskip("wandb")  # the `wandb` extra (installed by `make test`)
 
 
