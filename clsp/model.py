@@ -71,6 +71,11 @@ a = model.encode_audio(["dog.wav", "rain.flac"])          # [2, {{ dim }}], L2-n
 t = model.encode_text(["a dog barks", "rain on a roof"])  # [2, {{ dim }}]
 scores = model.similarity(a, t)
 ```
+
+Other forms: `python -m clsp.export <this folder or hub id> OUT --format transformers` writes a folder that
+`transformers.ClapModel`, `ClapProcessor` and `pipeline("zero-shot-audio-classification")` load without
+clsp (HTSAT + RoBERTa models); `--format onnx` writes `audio_encoder.onnx` and `text_encoder.onnx` for
+onnxruntime (any towers). With clsp imported, `transformers.AutoModel.from_pretrained` loads this folder.
 {% if results_table %}
 ## Evaluation
 
@@ -217,7 +222,8 @@ class CLSPModel(
         from safetensors.torch import save_file
 
         config = self.portable_config()
-        text = json.dumps({"clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
+        # model_type: what transformers' AutoConfig / AutoModel dispatch on (registered in clsp.hf_auto).
+        text = json.dumps({"model_type": "clsp", "clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
         write_text_atomic(save_directory / CONFIG_NAME, text)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         write_atomic(save_directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
