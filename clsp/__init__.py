@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from clsp import hf_auto as _hf_auto
+
 __all__ = ["CLSPConfig", "CLSPModel"]
 __version__ = "0.1.0"
 
+# transformers' AutoConfig / AutoModel load clsp folders once clsp is imported.
+_hf_auto.register()
+
 
 def __getattr__(name: str):
-    # Lazy, so `import clsp.losses` does not pay for transformers at import time.
+    # Lazy, so `import clsp` does not pay for the model code (torch, transformers' models) at import time.
     if name == "CLSPModel":
         from clsp.model import CLSPModel
 

@@ -29,6 +29,11 @@ a = model.encode_audio(["dog.wav", "rain.flac"])          # [2, {{ dim }}], L2-n
 t = model.encode_text(["a dog barks", "rain on a roof"])  # [2, {{ dim }}]
 scores = model.similarity(a, t)
 ```
+
+Other forms: `python -m clsp.export <this folder or hub id> OUT --format transformers` writes a folder that
+`transformers.ClapModel`, `ClapProcessor` and `pipeline("zero-shot-audio-classification")` load without
+clsp (HTSAT + RoBERTa models); `--format onnx` writes `audio_encoder.onnx` and `text_encoder.onnx` for
+onnxruntime (any towers). With clsp imported, `transformers.AutoModel.from_pretrained` loads this folder.
 {% if results_table %}
 ## Evaluation
 

@@ -185,7 +185,8 @@ class CLSPModel(
         from safetensors.torch import save_file
 
         config = self.portable_config()
-        text = json.dumps({"clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
+        # model_type: what transformers' AutoConfig / AutoModel dispatch on (registered in clsp.hf_auto).
+        text = json.dumps({"model_type": "clsp", "clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
         write_text_atomic(save_directory / CONFIG_NAME, text)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         write_atomic(save_directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))

@@ -15,7 +15,6 @@ settings are the tower's `cfg` (and so the model's config, which the data pipeli
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -53,12 +52,11 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"model.audio.pretrained: {exc}", "pass a folder written by python -m clsp.convert (htsat, laion "
                         "or wavcaps), a clsp model folder or a transformers CLAP folder") from None
-    if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in preprocessor_config.json
-        from clsp.clap import clap_config_to_clsp
+    if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in its (pre)processor config
+        from clsp.clap import clap_config_to_clsp, read_preprocessor
 
         clap = ClapModel.from_pretrained(str(folder))
-        pre = folder / "preprocessor_config.json"
-        source = clap_config_to_clsp(clap.config, json.loads(pre.read_text()) if pre.exists() else {}).audio
+        source = clap_config_to_clsp(clap.config, read_preprocessor(folder)).audio
         return _adopt(cfg, dataclasses.asdict(source)), clap.audio_model
     if TOWER_CONFIG_KEY in raw:
         source, prefix = raw[TOWER_CONFIG_KEY], ""
