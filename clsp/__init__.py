@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from clsp import hf_auto as _hf_auto
-
 __all__ = ["CLSPConfig", "CLSPModel"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # before the imports below: clsp.model reads it
+
+from clsp import hf_auto as _hf_auto  # noqa: E402
 
 # transformers' AutoConfig / AutoModel load clsp folders once clsp is imported.
 _hf_auto.register()

@@ -20,6 +20,7 @@ from typing import TypeVar
 import av
 import numpy as np
 import soundfile as sf
+import soxr
 
 T = TypeVar("T")
 
@@ -191,7 +192,6 @@ def resample(audio: np.ndarray, rate: int, target: int | None, quality: str = "H
     """Resample a 1-D (or [T, C]) float32 array with soxr; no-op when the rates agree or target is None."""
     if target is None or rate == target or audio.shape[0] == 0:
         return audio
-    import soxr
 
     return soxr.resample(audio, rate, target, quality=quality).astype(np.float32, copy=False)
 

@@ -15,6 +15,8 @@ import json
 import math
 from pathlib import Path
 
+from transformers import AutoTokenizer, ClapModel
+
 from clsp.config import AUDIO_TOWERS, CLSPConfig, portable_hf_config
 
 
@@ -112,7 +114,6 @@ def read_preprocessor(folder: Path) -> dict:
 
 def import_clap(model_cls, folder: Path):
     """Build a `model_cls` (CLSPModel) from a transformers CLAP checkpoint folder."""
-    from transformers import AutoTokenizer, ClapModel
 
     config_file = folder / "config.json"
     if not config_file.exists():

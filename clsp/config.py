@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clsp.resources import config_dir, load_yaml
 from clsp.validate import require
 
 # The audio towers clsp ships, by short name; a config may also name any class with their interface.
@@ -124,7 +125,6 @@ class CLSPConfig:
     @classmethod
     def preset(cls, name: str) -> CLSPConfig:
         """A tower-pair preset from configs/model/<name>.yaml (e.g. 'htsat_tiny_roberta')."""
-        from clsp.resources import config_dir, load_yaml
 
         path = config_dir() / "model" / f"{name}.yaml"
         if not path.exists():

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -29,7 +31,6 @@ def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = No
     name = str(name_or_path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"model folder not found: {name}")
-    from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(name, revision=revision, **hub_kwargs))

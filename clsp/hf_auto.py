@@ -17,6 +17,8 @@ from typing import Any
 from transformers import AutoConfig, AutoModel, PreTrainedConfig
 
 from clsp.config import CLSPConfig
+from clsp.model import CLSPModel
+from clsp.tokenizer import load_tokenizer
 
 MODEL_TYPE = "clsp"
 
@@ -56,7 +58,6 @@ class CLSPAutoModel:
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, revision=None, cache_dir=None,
                         force_download=False, local_files_only=False, token=None, subfolder="", **kwargs: Any):
         """CLSPModel.from_pretrained with the hub arguments AutoModel passes; others are not clsp's."""
-        from clsp.model import CLSPModel
 
         for name in ("trust_remote_code", "adapter_kwargs", "proxies", "_from_auto"):  # AutoModel's own plumbing
             kwargs.pop(name, None)
@@ -70,8 +71,6 @@ class CLSPAutoModel:
     def from_config(cls, config: CLSPTransformersConfig, **kwargs: Any):
         """A randomly initialised CLSPModel for `config` (AutoModel.from_config). A saved folder's config names
         no tokenizer (its files are in the folder), so the folder AutoConfig read it from provides one."""
-        from clsp.model import CLSPModel
-        from clsp.tokenizer import load_tokenizer
 
         clsp_config = config.to_clsp()
         named = clsp_config.text.tokenizer or clsp_config.text.pretrained

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from clsp.config import CLSPConfig
+from clsp.convert import load_source
 from clsp.errors import UserError
 from clsp.model import CLSPModel
 from clsp.tokenizer import load_tokenizer
@@ -32,7 +33,6 @@ def load_model(spec: str | os.PathLike) -> CLSPModel:
     if spec.startswith("clap:"):
         return CLSPModel.from_clap(spec[len("clap:") :])
     if spec.endswith((".pt", ".pth")):
-        from clsp.convert import load_source
 
         return load_source(spec)
     if spec.endswith(".ckpt"):

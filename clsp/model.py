@@ -24,11 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoTokenizer
 
+from clsp import __version__
 from clsp.atomic import write_atomic, write_text_atomic
 from clsp.audio import build_audio_tower, locate
 from clsp.card import MODEL_CARD, card_fields
+from clsp.clap import import_clap
 from clsp.config import CLSPConfig
 from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
 from clsp.processor import load_clips, pad_clips
@@ -182,7 +186,6 @@ class CLSPModel(
         return super().save_pretrained(save_directory, model_card_kwargs=card_kwargs, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_file
 
         config = self.portable_config()
         # model_type: what transformers' AutoConfig / AutoModel dispatch on (registered in clsp.hf_auto).
@@ -254,7 +257,6 @@ class CLSPModel(
 
     def load_weights(self, file: str | os.PathLike) -> None:
         """Load model.safetensors; stale buffers (position_ids) are ignored, anything else must match."""
-        from safetensors.torch import load_file
 
         file = Path(file)
         if not file.exists():
@@ -282,7 +284,6 @@ class CLSPModel(
         Embeddings then equal `ClapModel.get_audio_features` / `get_text_features` after L2
         normalisation for the same weights and waveform.
         """
-        from clsp.clap import import_clap
 
         return import_clap(cls, resolve_folder(name_or_path))
 
@@ -299,7 +300,6 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
 
 
 def _load_folder_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(folder))
@@ -308,7 +308,6 @@ def _load_folder_tokenizer(folder: Path):
 
 
 def _version() -> str:
-    from clsp import __version__
 
     return __version__
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -29,6 +31,5 @@ def recipe_dir() -> Path:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file into plain Python containers (interpolations resolved)."""
-    from omegaconf import OmegaConf
 
     return OmegaConf.to_container(OmegaConf.load(str(path)), resolve=True)

@@ -29,11 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clsp import audio_io
+from clsp.data.demo import build_demo
 from clsp.data.parts import resolve_part
 from clsp.data.shard_run import merge_parts, run, write_jobs
 from clsp.data.shard_tasks import reshard_laion
 from clsp.data.sources import fcaps_jobs, fusionaudio_jobs, table_jobs
 from clsp.data.splits import parse_fractions
+from clsp.data.urls import expand_urls
 from clsp.errors import ArgumentParser, UserError, entry_point
 
 
@@ -122,7 +124,6 @@ def _list_jobs(args: argparse.Namespace) -> tuple[list, list]:
         return fusionaudio_jobs(args.json, args.audio_dir)
     if args.source == "fcaps":
         return fcaps_jobs(args.manifest, args.audio_root)
-    from clsp.data.urls import expand_urls
 
     return expand_urls(args.shards), []
 
@@ -144,7 +145,6 @@ def _write(args: argparse.Namespace, jobs: list, problems: list, part, fractions
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.source == "demo":
-        from clsp.data.demo import build_demo
 
         counts = build_demo(args.out, seed=args.seed, sample_rate=args.sample_rate)
         print(json.dumps({"out": str(args.out), "counts": counts}))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModel, ClapTextConfig, ClapTextModel
 
 from clsp.config import TextConfig, portable_hf_config
 from clsp.errors import load_pretrained
 
 
 def _build_encoder(cfg: TextConfig) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
 
     if cfg.pretrained is not None:
         return load_pretrained("model.text.pretrained", cfg.pretrained,
@@ -23,7 +23,6 @@ def _build_encoder(cfg: TextConfig) -> nn.Module:
     model_type = hf.pop("model_type")
     if model_type == "clap_text_model":
         # CLAP's RoBERTa-like text model is not registered with AutoModel.
-        from transformers import ClapTextConfig, ClapTextModel
 
         return ClapTextModel(ClapTextConfig(**hf))
     return AutoModel.from_config(AutoConfig.for_model(model_type, **hf))

@@ -11,6 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from tokenizers import ByteLevelBPETokenizer, Tokenizer, processors
+from transformers import PreTrainedTokenizerFast
+
 TINY_TOKENIZER = "clsp:tiny-bpe"
 
 # Words that describe sounds and speech; enough for the demo captions and tests.
@@ -41,7 +44,6 @@ def _corpus() -> list[str]:
 
 @lru_cache(maxsize=1)
 def _tokenizer_files() -> dict[str, str]:
-    from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
@@ -56,8 +58,6 @@ def _tokenizer_files() -> dict[str, str]:
 
 def tiny_tokenizer(save_to: str | Path | None = None):
     """A RoBERTa-style fast tokenizer (<s> ... </s>, pad id 1), built offline."""
-    from tokenizers import Tokenizer, processors
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer.from_str(_tokenizer_files()["json"])
     tok.post_processor = processors.RobertaProcessing(

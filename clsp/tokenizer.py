@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoTokenizer
 
 from clsp.errors import load_pretrained
 from clsp.tiny import TINY_TOKENIZER, tiny_tokenizer
@@ -32,7 +33,6 @@ def load_tokenizer(name: str):
     """A Hugging Face tokenizer by hub id or folder, or the offline tiny one."""
     if name == TINY_TOKENIZER:
         return tiny_tokenizer()
-    from transformers import AutoTokenizer
 
     return load_pretrained("model.text.tokenizer", name, AutoTokenizer.from_pretrained)
 

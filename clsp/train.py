@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clsp.errors import DEBUG_ENV, ConfigError, entry_point
@@ -68,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda"):
-        import torch
 
         if not torch.cuda.is_available():  # else Lightning's traceback, after the run folder is made
             raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here",

@@ -73,7 +73,7 @@ def test_hub_id_is_fetched_at_the_asked_revision(model, tmp_path, monkeypatch):
         calls.append((repo_id, kwargs))
         return str(tmp_path / "snapshot")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr("clsp.folders.snapshot_download", fake_snapshot_download)
     loaded = CLSPModel.from_pretrained("someone/clsp-tiny", revision="v1.0", cache_dir=str(tmp_path / "cache"))
     assert calls == [("someone/clsp-tiny", {"revision": "v1.0", "cache_dir": str(tmp_path / "cache"),
                                             "force_download": False, "local_files_only": False, "token": None})]
@@ -84,7 +84,7 @@ def test_unreachable_hub_id_is_one_clear_error(tmp_path, monkeypatch):
     def offline(repo_id, **kwargs):
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline and not in the cache")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr("clsp.folders.snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match="someone/missing is neither a local model folder nor a reachable "
                                                 "hub id at revision v2"):
         CLSPModel.from_pretrained("someone/missing", revision="v2")

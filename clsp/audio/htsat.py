@@ -19,10 +19,16 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import ClapAudioConfig, ClapAudioModel, ClapModel
 
 from clsp.audio.frontend import ClapFrontend
+from clsp.clap import clap_config_to_clsp, read_preprocessor
 from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
+from clsp.errors import UserError, pretrained_error
+from clsp.folders import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +40,7 @@ SOURCE_FIELDS = ("sample_rate", "n_mels", "max_seconds", "truncation", "padding"
 
 def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
     """(cfg with the source's architecture and frontend, ClapAudioModel with the source's weights)."""
-    from safetensors.torch import load_file
-    from transformers import ClapAudioConfig, ClapAudioModel, ClapModel
 
-    from clsp.errors import UserError, pretrained_error
-    from clsp.folders import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
 
     local = str(cfg.pretrained).startswith((".", "/", "~")) or Path(cfg.pretrained).exists()
     try:
@@ -53,7 +55,6 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
         raise UserError(f"model.audio.pretrained: {exc}", "pass a folder written by python -m clsp.convert (htsat, laion "
                         "or wavcaps), a clsp model folder or a transformers CLAP folder") from None
     if raw.get("model_type") == "clap":  # transformers CLAP: the frontend is in its (pre)processor config
-        from clsp.clap import clap_config_to_clsp, read_preprocessor
 
         clap = ClapModel.from_pretrained(str(folder))
         source = clap_config_to_clsp(clap.config, read_preprocessor(folder)).audio
@@ -87,7 +88,6 @@ def _adopt(cfg: AudioConfig, source: dict) -> AudioConfig:
 
 
 def _build_model(cfg: AudioConfig) -> nn.Module:
-    from transformers import ClapAudioConfig, ClapAudioModel
 
     hf = {k: v for k, v in cfg.hf_config.items() if k != "model_type"}
     hf.setdefault("num_mel_bins", cfg.n_mels)
@@ -143,7 +143,6 @@ class HTSATTower(nn.Module):
 
 
 def _checkpointed(forward):
-    from torch.utils.checkpoint import checkpoint
 
     def wrapped(*args, **kwargs):
         if torch.is_grad_enabled():

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers import WhisperConfig, WhisperModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from clsp.audio.frontend import WhisperFrontend
 from clsp.config import AudioConfig, portable_hf_config
@@ -19,8 +21,6 @@ from clsp.errors import load_pretrained
 
 
 def _build_encoder(cfg: AudioConfig) -> nn.Module:
-    from transformers import WhisperConfig, WhisperModel
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     if cfg.pretrained is not None:
         # Whisper checkpoints hold encoder + decoder; keep the encoder.

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 
+from clsp.convert.checkpoint import load_checkpoint
 from clsp.convert.htsat import convert_htsat
-from clsp.convert.laion import convert_laion
-from clsp.convert.wavcaps import convert_wavcaps
+from clsp.convert.laion import convert_laion, is_laion, laion_model
+from clsp.convert.wavcaps import convert_wavcaps, is_wavcaps, wavcaps_model
+from clsp.errors import UserError
 
 __all__ = ["convert_htsat", "convert_laion", "convert_wavcaps", "load_source"]
 
@@ -24,10 +26,6 @@ __all__ = ["convert_htsat", "convert_laion", "convert_wavcaps", "load_source"]
 def load_source(checkpoint: str | os.PathLike, *, tokenizer: str | None = None):
     """A LAION-CLAP or WavCaps training checkpoint as a CLSPModel, the family read off its keys
     (tokenizer: the family's default, roberta-base / bert-base-uncased, unless given)."""
-    from clsp.convert.checkpoint import load_checkpoint
-    from clsp.convert.laion import is_laion, laion_model
-    from clsp.convert.wavcaps import is_wavcaps, wavcaps_model
-    from clsp.errors import UserError
 
     expected = "a LAION-CLAP (.pt, state_dict) or WavCaps (.pt, model) checkpoint"
     data = load_checkpoint(checkpoint, expected)  # once: released files are gigabytes (optimizer states)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clsp.convert import convert_htsat, convert_laion, convert_wavcaps
 from clsp.errors import ArgumentParser, entry_point
 
 
@@ -40,18 +41,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.source == "htsat":
-        from clsp.convert import convert_htsat
 
         folder = convert_htsat(args.checkpoint, args.out)
         print(f"wrote audio tower {folder} (start a model from it: model.audio.pretrained={folder})")
         return 0
     if args.source == "laion":
-        from clsp.convert import convert_laion
 
         model = convert_laion(args.checkpoint, args.out, tokenizer=args.tokenizer, amodel=args.amodel,
                               fusion=args.fusion)
     else:
-        from clsp.convert import convert_wavcaps
 
         model = convert_wavcaps(args.checkpoint, args.out, tokenizer=args.tokenizer)
     info = ", ".join(f"{k} {v}" for k, v in getattr(model, "source_info", {}).items())

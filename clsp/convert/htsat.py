@@ -10,14 +10,19 @@ architecture (width, depths, heads, window, MLP ratio, mel bins, fusion) is read
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+from transformers import ClapAudioConfig, ClapAudioModel
 
 from clsp.atomic import atomic_path, write_json_atomic
+from clsp.audio.htsat import TOWER_CONFIG_KEY
+from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
 from clsp.convert.checkpoint import KeyLedger, load_checkpoint, state_dict_of
 from clsp.errors import UserError
 
@@ -114,10 +119,7 @@ def convert_htsat(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path
 
     The folder (config.json with `clsp_audio`, model.safetensors) is what `audio.pretrained` takes;
     the tower then runs the AudioSet HTSAT's frontend (32 kHz, hop 320)."""
-    import dataclasses
 
-    from safetensors.torch import save_file
-    from transformers import ClapAudioConfig, ClapAudioModel
 
     expected = "an AudioSet-pretrained HTSAT Lightning checkpoint (state_dict keys sed_model.*)"
     data = load_checkpoint(checkpoint, expected)
@@ -130,8 +132,6 @@ def convert_htsat(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path
     ledger.finish()
     model = ClapAudioModel(ClapAudioConfig(**hf))
     model.load_state_dict(weights, strict=True)
-    from clsp.audio.htsat import TOWER_CONFIG_KEY
-    from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
 
     audio = AudioConfig(_target_=AUDIO_TOWERS["htsat"], hf_config=portable_hf_config(model.config), **AUDIOSET_FRONTEND)
     folder = Path(out)

@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 import os
 
+from clsp.config import AUDIO_TOWERS, CLSPConfig
 from clsp.convert.checkpoint import KeyLedger, load_checkpoint, state_dict_of
 from clsp.convert.htsat import HTSAT_DROP, check_amodel, htsat_config, htsat_state
 from clsp.convert.text import TEXT_DROP, load_source_tokenizer, text_encoder
 from clsp.errors import UserError
+from clsp.model import CLSPModel
 
 EXPECTED = "a LAION-CLAP training checkpoint (state_dict with audio_branch.* / text_branch.* weights)"
 DROP = (*("audio_branch." + p for p in HTSAT_DROP), *("text_branch." + p for p in TEXT_DROP),
@@ -47,8 +49,6 @@ def convert_laion(checkpoint: str | os.PathLike, out: str | os.PathLike | None =
 def laion_model(data: dict, checkpoint: str, *, tokenizer: str = "roberta-base", amodel: str | None = None,
                 fusion: bool | None = None):
     """The CLSPModel of an already loaded LAION-CLAP checkpoint dict (`checkpoint` names it in errors)."""
-    from clsp.config import AUDIO_TOWERS, CLSPConfig
-    from clsp.model import CLSPModel
 
     raw = state_dict_of(data, checkpoint, "state_dict", EXPECTED)
     state = {k.removeprefix("module."): v for k, v in raw.items()}

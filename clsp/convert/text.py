@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import torch
+from transformers import AutoTokenizer
 
 from clsp.convert.checkpoint import KeyLedger
 from clsp.errors import UserError
@@ -54,7 +55,6 @@ def text_encoder(ledger: KeyLedger, prefix: str, family: str, pooler: bool) -> t
 
 def load_source_tokenizer(name: str, vocab_size: int, family: str, source: str):
     """The tokenizer `name` (hub id or folder); a one-line error when it cannot be loaded or does not fit."""
-    from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(name)

@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 import os
 
+from clsp.config import AUDIO_TOWERS, CLSPConfig
 from clsp.convert.checkpoint import KeyLedger, load_checkpoint, state_dict_of
 from clsp.convert.htsat import HTSAT_DROP, check_amodel, htsat_config, htsat_state
 from clsp.convert.text import TEXT_DROP, load_source_tokenizer, text_encoder
 from clsp.errors import UserError
+from clsp.model import CLSPModel
 
 EXPECTED = "a WavCaps retrieval checkpoint (model weights audio_encoder.audio_enc.* / text_encoder.text_encoder.*)"
 AUDIO, TEXT = "audio_encoder.audio_enc.", "text_encoder.text_encoder."
@@ -52,8 +54,6 @@ def convert_wavcaps(checkpoint: str | os.PathLike, out: str | os.PathLike | None
 
 def wavcaps_model(data: dict, checkpoint: str, *, tokenizer: str | None = None):
     """The CLSPModel of an already loaded WavCaps checkpoint dict (`checkpoint` names it in errors)."""
-    from clsp.config import AUDIO_TOWERS, CLSPConfig
-    from clsp.model import CLSPModel
 
     state = state_dict_of(data, checkpoint, "model", EXPECTED)
     if not is_wavcaps(state):

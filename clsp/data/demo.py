@@ -11,6 +11,7 @@ be regenerated on its own, in any order, in any process.
 
 from __future__ import annotations
 
+import argparse
 import json
 import zlib
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clsp.atomic import write_json_atomic
+from clsp.data.writer import ShardWriter
 
 __all__ = ["FACTORS", "build_demo", "caption_words", "generate_clip", "shard_pattern"]
 
@@ -330,7 +332,6 @@ def build_demo(
     Completion is marked by out_dir/demo.json (seed, counts, sample rate, ...), written last and
     atomically; a missing or different marker rebuilds the corpus from scratch.
     """
-    from clsp.data.writer import ShardWriter
 
     counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
     for split, n in counts.items():
@@ -377,7 +378,6 @@ def shard_pattern(out_dir: Path | str, split: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
 
     parser = argparse.ArgumentParser(description="Build the procedural clsp demo corpus.")
     parser.add_argument("out_dir")

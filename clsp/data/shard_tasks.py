@@ -18,8 +18,11 @@ import numpy as np
 from clsp import audio_io
 from clsp.atomic import atomic_path
 from clsp.data.parquet import read_embedded
+from clsp.data.samples import decode_raw
 from clsp.data.schema import canonical_meta
+from clsp.data.skips import SkipCounter
 from clsp.data.sources import Job
+from clsp.data.tar import iter_raw
 from clsp.data.writer import ShardWriter
 
 __all__ = ["reshard_laion", "write_chunk"]
@@ -125,9 +128,6 @@ def write_chunk(task: dict[str, Any]) -> dict[str, Any]:
 
 def reshard_laion(task: dict[str, Any]) -> dict[str, Any]:
     """Validate (decode) every sample of one input shard and write it in our format to one shard."""
-    from clsp.data.samples import decode_raw
-    from clsp.data.skips import SkipCounter
-    from clsp.data.tar import iter_raw
 
     start = time.perf_counter()
     codec, target = task["codec"], task["sample_rate"]

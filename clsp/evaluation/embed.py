@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
 
 from clsp.atomic import atomic_path
 from clsp.evaluation.clips import Clip, load_audio
@@ -81,7 +84,6 @@ class EmbeddingCache:
         if self.root is None or key is None or not self._path(key).is_file():
             self.misses += 1
             return None
-        from safetensors import safe_open
 
         with safe_open(str(self._path(key)), framework="pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
@@ -92,7 +94,6 @@ class EmbeddingCache:
     def save(self, key: str | None, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         if self.root is None or key is None:
             return
-        from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_path(self._path(key)) as tmp:  # a killed run leaves no half-written entry
@@ -154,7 +155,6 @@ def encode_clips(
     stream) is consumed batch by batch, so memory holds one batch of audio at a time.
     With `desc`, a progress bar on stderr (a terminal) shows clips/s.
     """
-    from tqdm import tqdm
 
     if isinstance(clips, Sequence):
         seq = list(clips)

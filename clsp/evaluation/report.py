@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from clsp.atomic import atomic_path, write_text_atomic
 from clsp.evaluation.metrics import RetrievalRanks
@@ -76,8 +78,6 @@ def write_report(
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
