@@ -268,7 +268,11 @@ class CLSPModel(
         self.load_state(state, source=str(file))
 
     def load_state(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a shape mismatch: name the first tensor, on one line
+            first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+            raise ValueError(f"weights in {source} do not fit this model: {first}") from None
         missing = [k for k in missing if not k.endswith(_IGNORABLE_KEYS)]
         unexpected = [k for k in unexpected if not k.endswith(_IGNORABLE_KEYS)]
         if missing or unexpected:

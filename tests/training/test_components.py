@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from clsp.data.captions import CaptionSchedule
 from clsp.losses import ContrastiveOutputs, LossSuite
@@ -70,9 +71,13 @@ def test_bad_loss_terms_are_one_line_errors(spec, match):
 
 def test_every_loss_config_builds():
     data = {"multipositive": ["data.caption_policy=both"], "clsp_stage3": ["data.hard_negatives=true"]}
-    for name in ("global", "siglip", "multipositive", "global_token", "clsp_stage3"):
+    terms = {"global": {"global": "GlobalInfoNCE"}, "siglip": {"siglip": "SigLIPLoss"},
+             "multipositive": {"multipositive": "MultiPositiveInfoNCE"},
+             "global_token": {"global": "GlobalInfoNCE", "token": "TokenInfoNCE"},
+             "clsp_stage3": {"global": "GlobalInfoNCE", "hard_negative": "HardNegativeLoss"}}
+    for name, expected in terms.items():
         suite = build_losses(compose_config(["recipe=demo", f"loss={name}", *data.get(name, [])]).loss)
-        assert len(suite.terms) >= 1, name
+        assert {k: type(m).__name__ for k, m in suite.terms.items()} == expected, name
 
 
 def test_schedule_values_and_determinism():
@@ -166,3 +171,22 @@ def test_a_progress_bar_from_the_config_replaces_clsps(tmp_path):
 
     cfg = compose_config(["recipe=demo", "+trainer.callbacks.bar={_target_:lightning.pytorch.callbacks.TQDMProgressBar}"])
     assert type(build_trainer(typed_config(cfg), tmp_path, has_val=False).progress_bar_callback).__name__ == "TQDMProgressBar"
+
+
+def test_init_from_applies_explicit_model_keys_or_says_why(tmp_path):
+    from clsp import CLSPConfig, CLSPModel
+    from clsp.train import explicit_model_keys
+    from clsp.training.runner import build_model, resolved_config
+
+    CLSPModel(CLSPConfig.tiny("htsat")).save_pretrained(tmp_path / "m")
+    argv = ["recipe=demo", f"run.init_from={tmp_path / 'm'}", "model.audio.freeze=true"]
+    raw = compose_config(argv)
+    assert explicit_model_keys(argv, raw) == {"audio": {"freeze": True}}
+    model, _ = build_model(typed_config(raw), explicit_model_keys(argv, raw))
+    # The architecture comes from run.init_from (an HTSAT, not the demo recipe's Whisper); the key applies.
+    assert model.config.audio.tower == "htsat" and model.config.audio.freeze
+    assert not any(p.requires_grad for p in model.audio.parameters())
+    recorded = OmegaConf.create(resolved_config(raw, model))  # config.yaml: what ran
+    assert recorded.model.audio._target_ == "clsp.audio.htsat.HTSATTower" and recorded.model.audio.freeze
+    with pytest.raises(ConfigError, match="model.head.dim cannot apply to the model of run.init_from"):
+        build_model(typed_config(raw), {"head": {"dim": 8}})
