@@ -202,14 +202,14 @@ class ClapFrontend(_Frontend):
         u = self._uniform(tuple(counts.shape), counts.device, generator)
         return starts + torch.minimum((u * counts).long(), counts - 1)
 
-    def _window(self, w: Tensor, lengths: Tensor, crop: Tensor) -> Tensor:
+    def _window(self, w: Tensor, lengths: Tensor, crop: Tensor | None) -> Tensor:
         """The extractor's fixed-length waveform per clip [B, max_samples]: long clips cropped at `crop`,
         short ones padded per `padding`. Reads no sample at or past a clip's length."""
         n = self.max_samples
         if w.shape[1] < n:  # then every clip is short
             return self._pad_short(w, lengths)
         if w.shape[1] == n:
-            signal = w  # clips cut to the window upstream (the training pipeline): every crop is 0
+            signal = w  # clips cut to the window upstream (the training reader, the one place it is cut)
         else:
             # Row b's window starting at crop[b], copied from a strided view: no [B, n] index tensor.
             signal = w.unfold(1, n, 1)[torch.arange(w.shape[0], device=w.device), crop]
@@ -308,6 +308,8 @@ class ClapFrontend(_Frontend):
                                  f"got {tuple(offsets.shape)}")
         with torch.autocast(device_type=device.type, enabled=False):
             if self.truncation == "rand_trunc":
+                if w.shape[1] <= n:  # cut to the window upstream (the training reader) or shorter: no crop to pick
+                    return self._log_mel(self._window(w, lengths, None), center=True)[:, None], longer
                 span = (lengths - n).clamp_min(0)
                 if offsets is None:
                     crop = self._pick(torch.zeros_like(span), span + 1, generator)
