@@ -46,7 +46,7 @@ def _clsp_token_loss(a, am, t, tm, scale: float = 10.0, chunk: int = 16):
 
     out = ContrastiveOutputs(
         audio=a[:, 0], text=t[:, 0], caption_to_clip=torch.arange(a.shape[0], device=a.device),
-        logit_scale=torch.tensor(scale, device=a.device),
+        scale=torch.tensor(scale, device=a.device),
         audio_tokens=a, audio_mask=am, text_tokens=t, text_mask=tm,
     )
     return TokenInfoNCE(chunk_size=chunk)(out)

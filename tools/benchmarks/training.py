@@ -17,6 +17,9 @@ import torch
 from clsp.config import CLSPConfig
 from clsp.losses import GlobalInfoNCE, LossSuite
 from clsp.model import CLSPModel
+from clsp.training.callbacks import RandomState
+from clsp.training.counters import DataCounters
+from clsp.training.schema import OptimConfig
 
 STEPS, WARMUP, BATCH = 30, 5, 64
 
@@ -82,11 +85,12 @@ def _lightning(batches) -> float:
     torch.manual_seed(0)
     module = CLSPTrainingModule(CLSPModel(CLSPConfig.tiny("whisper")),
                                 LossSuite({"global": (GlobalInfoNCE(), 1.0)}),
-                                {"lr": 1e-3, "weight_decay": 0.01,
-                                 "scheduler": {"_target_": "clsp.training.optim.warmup_cosine", "warmup_steps": 5}})
+                                OptimConfig(lr=1e-3, weight_decay=0.01, scheduler={
+                                    "_target_": "clsp.training.optim.warmup_cosine", "warmup_steps": 5}))
+    # The callbacks every clsp run has in its step (data counters, random state), as in a real run.
     trainer = L.Trainer(accelerator="cpu", max_steps=len(batches), logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
-                        limit_val_batches=0, callbacks=[Timer()])
+                        limit_val_batches=0, callbacks=[Timer(), DataCounters(), RandomState()])
     trainer.fit(module, train_dataloaders=_Fixed(batches))
     return (Timer.end - Timer.start) / (len(batches) - WARMUP)
 
@@ -111,7 +115,7 @@ def global_infonce_fraction() -> None:
     t = torch.nn.functional.normalize(torch.randn(BATCH, 64), dim=-1).requires_grad_()
     from clsp.losses import ContrastiveOutputs
 
-    out = ContrastiveOutputs(audio=a, text=t, caption_to_clip=torch.arange(BATCH), logit_scale=torch.tensor(14.3))
+    out = ContrastiveOutputs(audio=a, text=t, caption_to_clip=torch.arange(BATCH), scale=torch.tensor(14.3))
     for _ in range(5):
         loss_fn(out).backward()
     start = time.perf_counter()
