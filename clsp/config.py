@@ -18,6 +18,9 @@ from typing import Any
 AUDIO_TOWERS = ("htsat", "whisper")
 TEXT_POOLINGS = ("pooler", "cls", "mean")
 HTSAT_PADDINGS = ("repeatpad", "repeat", "pad")  # LAION repeats short clips; WavCaps zero-pads ("pad")
+# Attention kernels: "sdpa" = torch's fused scaled_dot_product_attention (HTSAT: clsp.audio.swin_attention;
+# Whisper and text: transformers' own SDPA path), "eager" = transformers' reference matmul-softmax-matmul.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class AudioConfig:
     hop_length: int | None = None  # None = the tower's standard (htsat 480, whisper 160)
     gradient_checkpointing: bool = False
     freeze: bool = False
+    attn_implementation: str = "sdpa"  # "sdpa" (fused kernels) or "eager"; same weights, same results
 
 
 @dataclass
@@ -58,6 +62,7 @@ class TextConfig:
     punctuation: str = ""  # characters replaced by a space
     gradient_checkpointing: bool = False
     freeze: bool = False
+    attn_implementation: str = "sdpa"  # "sdpa" (fused kernels) or "eager"; same weights, same results
 
 
 @dataclass
@@ -95,6 +100,10 @@ class CLSPConfig:
             raise ValueError(f"audio.truncation must be 'rand_trunc' or 'fusion', got {self.audio.truncation!r}")
         if self.audio.tower == "htsat" and self.audio.padding not in HTSAT_PADDINGS:
             raise ValueError(f"audio.padding must be one of {HTSAT_PADDINGS}, got {self.audio.padding!r}")
+        for side in ("audio", "text"):
+            kind = getattr(self, side).attn_implementation
+            if kind not in ATTN_IMPLEMENTATIONS:
+                raise ValueError(f"{side}.attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {kind!r}")
         if self.head.logit_scale_init > self.head.logit_scale_max:
             raise ValueError(f"head.logit_scale_init ({self.head.logit_scale_init:.4f}) is above head.logit_scale_max "
                              f"({self.head.logit_scale_max:.4f}); raise logit_scale_max to keep the scale")

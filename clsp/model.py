@@ -127,6 +127,21 @@ class CLSPModel(
         """Clamp the learnable scale to [0, logit_scale_max]; the trainer calls this after every step."""
         self.logit_scale.clamp_(0.0, self.config.head.logit_scale_max)
 
+    def compile_towers(self, **options) -> None:
+        """`torch.compile` both towers (the trainer's `trainer.compile=true`), with a bounded number of graphs.
+
+        Batches vary in size and in audio and caption length (duration buckets, a seconds budget per
+        batch), and a graph specialised to each shape would recompile on nearly every batch. So the towers
+        are compiled with dynamic shapes (`dynamic=True`): one graph per tower serves every batch size >= 2
+        and every length; torch specialises batch size 1 into one more, and the HTSAT frontend has one per
+        input regime (shorter than, equal to, longer than its window). Nothing is padded to a grid, so
+        the compiled towers compute what the eager ones do (up to float rounding). `options` go to
+        `torch.compile` (e.g. `mode="max-autotune-no-cudagraphs"`, `backend="aot_eager"`).
+        """
+        options.setdefault("dynamic", True)
+        self.audio.compile(**options)
+        self.text.compile(**options)
+
     # ------------------------------------------------------------ batch level
     def embed_audio(self, waveforms: torch.Tensor, lengths: torch.Tensor, return_tokens: bool = False) -> Embeddings:
         """Waveforms [B, T] at `sample_rate` (zero padded) + true lengths [B] -> Embeddings."""

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("clsp.errors", "clsp.checks", "clsp.resources", "clsp.audio_io", "clsp.folders", "clsp.atomic")),
     ("config", ("clsp.config",)),
     ("towers and tokenizer", ("clsp.tiny", "clsp.tokenizer", "clsp.text", "clsp.audio", "clsp.clap")),
-    ("model and losses", ("clsp.model", "clsp.losses")),
+    ("model and losses", ("clsp.model", "clsp.losses", "clsp.flops")),
     ("converters, data, loading", ("clsp.convert", "clsp.data", "clsp.loading")),
     ("evaluation", ("clsp.evaluation",)),
     ("training", ("clsp.training",)),

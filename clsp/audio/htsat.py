@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from clsp.audio.frontend import ClapFrontend
+from clsp.audio.swin_attention import set_window_attention
 from clsp.config import AudioConfig, portable_hf_config
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class HTSATTower(nn.Module):
         else:
             self.model = _build_model(cfg)
         self.cfg = cfg
+        set_window_attention(self.model, cfg.attn_implementation)
         hf = self.model.config
         if cfg.truncation == "fusion" and not hf.enable_fusion:
             raise ValueError("audio.truncation='fusion' needs an HTSAT built with enable_fusion=True")

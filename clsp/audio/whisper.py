@@ -24,10 +24,11 @@ def _build_encoder(cfg: AudioConfig) -> nn.Module:
 
     if cfg.pretrained is not None:
         # Whisper checkpoints hold encoder + decoder; keep the encoder.
-        return load_pretrained("model.audio.pretrained", cfg.pretrained, WhisperModel.from_pretrained).get_encoder()
+        return load_pretrained("model.audio.pretrained", cfg.pretrained, lambda name: WhisperModel.from_pretrained(
+            name, attn_implementation=cfg.attn_implementation)).get_encoder()
     hf = {k: v for k, v in cfg.hf_config.items() if k != "model_type"}
     hf.setdefault("num_mel_bins", cfg.n_mels)
-    return WhisperEncoder(WhisperConfig(**hf))
+    return WhisperEncoder(WhisperConfig(**hf, attn_implementation=cfg.attn_implementation))
 
 
 class WhisperTower(nn.Module):
