@@ -7,20 +7,21 @@ The twin has no gradient checkpointing: its recomputed forward is hardware work,
 is what MFU counts. Autocast has no meta device, so the twin's log-mel frontend (no learnt weights) runs
 on the CPU on zeros; its FFT is not counted, as in LAION's figures, which count the model alone.
 
-Counts are cached per shape. Audio is counted on a grid of `audio_grid_s` seconds and text on a grid of
-`text_grid` tokens, and interpolated linearly in between (exact at grid points; the towers' FLOPs grow as
-a + b n + c n^2 in the length n, so the error in between is a fraction of a percent): a run of varied
-lengths counts a few dozen shapes in all. The towers treat samples independently, so a batch's FLOPs are
-clips x audio(padded seconds) + captions x text(padded tokens); the contrastive losses (B x B logits) are
-left out.
+A tower's FLOPs are a quadratic in its input length (linear layers and convolutions grow with it,
+attention with its square; HTSAT's fixed window makes it a constant), so three counted lengths fix the
+polynomial, which a fourth checks; a run of any lengths then costs eight counts (a tower that failed the
+check would be counted at each new length instead). Whisper's stride-2 convolution rounds its positions
+up, which puts a clip of n positions up to 1/n above the fit (0.3 % for a 3.4 s clip). The towers treat samples independently, so a batch's
+FLOPs are clips x audio(padded seconds) + captions x text(padded tokens); the contrastive losses (B x B
+logits) are left out.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -59,15 +60,15 @@ class _CpuFrontend(nn.Module):
 class FlopCounter:
     """Forward + backward FLOPs per clip and per caption of a model's towers and heads (see the module doc)."""
 
-    def __init__(self, model: CLSPModel, audio_grid_s: float = 1.0, text_grid: int = 16):
+    def __init__(self, model: CLSPModel):
         self.sample_rate = model.sample_rate
         self.max_seconds = model.config.audio.max_seconds
         self.max_tokens = model.config.text.max_length
-        self.audio_grid_s, self.text_grid = float(audio_grid_s), int(text_grid)
         self._model = model
         self._twin: CLSPModel | None = None
         self._audio: dict[int, tuple[float, float]] = {}  # width in samples -> (forward, total) FLOPs
         self._text: dict[int, tuple[float, float]] = {}  # tokens -> (forward, total) FLOPs
+        self._fits: dict[str, np.ndarray | None] = {}
 
     def _get_twin(self) -> CLSPModel:
         if self._twin is None:
@@ -92,14 +93,16 @@ class FlopCounter:
         twin.zero_grad(set_to_none=True)
         return float(forward.get_total_flops()), float(forward.get_total_flops() + backward.get_total_flops())
 
-    def _audio_counts(self, seconds: float) -> tuple[float, float]:
+    def audio_counts(self, seconds: float) -> tuple[float, float]:
+        """(forward, forward + backward) FLOPs of one clip padded to `seconds` (capped by the tower's window)."""
         width = max(1, round(min(seconds, self.max_seconds) * self.sample_rate))
         if width not in self._audio:
             wave, lengths = torch.zeros(1, width, device="meta"), torch.full((1,), width, device="meta")
             self._audio[width] = self._count(lambda m: m.embed_audio(wave, lengths).embeds)
         return self._audio[width]
 
-    def _text_counts(self, tokens: int) -> tuple[float, float]:
+    def text_counts(self, tokens: int) -> tuple[float, float]:
+        """(forward, forward + backward) FLOPs of one caption of `tokens` tokens (capped at max_length)."""
         tokens = max(1, min(int(tokens), self.max_tokens))
         if tokens not in self._text:
             ids = torch.zeros(1, tokens, dtype=torch.long, device="meta")
@@ -107,37 +110,29 @@ class FlopCounter:
             self._text[tokens] = self._count(lambda m: m.embed_text(ids, mask).embeds)
         return self._text[tokens]
 
-    def exact_audio(self, seconds: float) -> float:
-        """FLOPs of one clip padded to `seconds` (the tower's window caps it), counted once per width."""
-        return self._audio_counts(seconds)[1]
-
-    def exact_text(self, tokens: int) -> float:
-        """FLOPs of one caption of `tokens` tokens, counted once per length."""
-        return self._text_counts(tokens)[1]
-
     def audio(self, seconds: float) -> float:
-        """`exact_audio` on the grid, interpolated in between."""
-        return _interpolate(self.exact_audio, min(seconds, self.max_seconds), self.audio_grid_s, self.max_seconds)
+        """Forward + backward FLOPs of one clip padded to `seconds`, from the fitted quadratic."""
+        return self._fitted("audio", lambda x: self.audio_counts(x)[1], min(seconds, self.max_seconds),
+                            self.max_seconds)
 
     def text(self, tokens: int) -> float:
-        """`exact_text` on the grid, interpolated in between."""
-        return _interpolate(self.exact_text, min(tokens, self.max_tokens), self.text_grid, self.max_tokens)
+        """Forward + backward FLOPs of one caption of `tokens` tokens, from the fitted quadratic."""
+        return self._fitted("text", lambda x: self.text_counts(round(x))[1], min(tokens, self.max_tokens),
+                            self.max_tokens, integer=True)
+
+    def _fitted(self, kind: str, exact, x: float, top: float, integer: bool = False) -> float:
+        if kind not in self._fits:
+            xs = [round(top * f) if integer else top * f for f in (0.25, 0.5, 1.0)]
+            coeffs = np.polyfit(xs, [exact(v) for v in xs], 2)
+            probe = round(top * 0.37) if integer else top * 0.37
+            quadratic = abs(np.polyval(coeffs, probe) - exact(probe)) <= 1e-3 * exact(probe)
+            self._fits[kind] = coeffs if quadratic else None
+        coeffs = self._fits[kind]
+        return float(np.polyval(coeffs, x)) if coeffs is not None else exact(x)
 
     def step(self, clips: int, audio_seconds: float, captions: int, tokens: int) -> float:
         """FLOPs of a training step's towers: `clips` padded to `audio_seconds`, `captions` to `tokens`."""
         return clips * self.audio(audio_seconds) + captions * self.text(tokens)
-
-
-def _interpolate(exact, x: float, grid: float, limit: float) -> float:
-    """exact(x) from exact values at multiples of `grid` (and at `limit`), linear in between; below the
-    first grid point, proportional to x (a tower's FLOPs vanish with its input)."""
-    lo, hi = math.floor(x / grid) * grid, math.ceil(x / grid) * grid
-    hi = min(hi, limit)
-    if hi <= lo:
-        return exact(x)
-    if lo == 0:
-        return exact(hi) * x / hi
-    return exact(lo) + (exact(hi) - exact(lo)) * (x - lo) / (hi - lo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,4 +156,4 @@ class SampleFlops:
 def count_flops(model: CLSPModel, audio_seconds: float, caption_tokens: int) -> SampleFlops:
     """Counted FLOPs per sample: one clip of `audio_seconds` and one caption of `caption_tokens`."""
     counter = FlopCounter(model)
-    return SampleFlops(*counter._audio_counts(audio_seconds), *counter._text_counts(caption_tokens))
+    return SampleFlops(*counter.audio_counts(audio_seconds), *counter.text_counts(caption_tokens))

@@ -133,10 +133,11 @@ class CLSPModel(
         Batches vary in size and in audio and caption length (duration buckets, a seconds budget per
         batch), and a graph specialised to each shape would recompile on nearly every batch. So the towers
         are compiled with dynamic shapes (`dynamic=True`): one graph per tower serves every batch size >= 2
-        and every length; torch specialises batch size 1 into one more, and the HTSAT frontend has one per
-        input regime (shorter than, equal to, longer than its window). Nothing is padded to a grid, so
-        the compiled towers compute what the eager ones do (up to float rounding). `options` go to
-        `torch.compile` (e.g. `mode="max-autotune-no-cudagraphs"`, `backend="aot_eager"`).
+        and every length. torch specialises batch size 1 into one more graph; the HTSAT frontend has one
+        per input regime (shorter than, as long as, longer than its window). The Whisper tower compiles its
+        transformer only (see `WhisperTower.compile`). Nothing is padded to a grid, so compiled towers
+        compute what eager ones do (up to float rounding). `options` go to `torch.compile` (e.g.
+        `mode="max-autotune-no-cudagraphs"`, `backend="aot_eager"`).
         """
         options.setdefault("dynamic", True)
         self.audio.compile(**options)

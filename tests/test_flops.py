@@ -46,16 +46,18 @@ def test_twin_counts_equal_the_real_model_per_sample(tower):
     assert 2.2 < flops.total / flops.forward <= 3  # backward ~ 2 x forward, less the input layers' input gradients
 
 
-def test_counts_are_cached_and_interpolated_between_grid_points():
-    counter = FlopCounter(_eager("whisper"), audio_grid_s=1.0, text_grid=16)
-    at_two, at_three = counter.audio(2.0), counter.audio(3.0)
-    assert at_two == counter.exact_audio(2.0) and len(counter._audio) == 2  # grid points, each counted once
-    between = counter.audio(2.5)
-    assert len(counter._audio) == 2 and at_two < between < at_three
-    assert between == pytest.approx(counter.exact_audio(2.5), rel=0.01)  # exact vs interpolated
-    assert counter.audio(60.0) == counter.exact_audio(counter.max_seconds)  # the window caps the audio
-    assert counter.text(24) == pytest.approx(counter.exact_text(24), rel=0.01)
-    assert counter.step(4, 2.0, 6, 16) == 4 * at_two + 6 * counter.exact_text(16)
+def test_a_fitted_quadratic_gives_every_length_from_eight_counts():
+    counter = FlopCounter(_eager("whisper"))
+    for seconds in (0.7, 2.5, 3.37, 7.3, 30.0):  # within 1/positions: Whisper's stride-2 conv rounds them up
+        assert counter.audio(seconds) == pytest.approx(counter.audio_counts(seconds)[1], rel=5e-3)
+    for tokens in (5, 24, 77):
+        assert counter.text(tokens) == pytest.approx(counter.text_counts(tokens)[1], rel=1e-3)
+    counted = len(counter._audio) + len(counter._text)
+    assert counter.audio(60.0) == pytest.approx(counter.audio_counts(30.0)[1], rel=1e-3)  # the window caps the audio
+    counter.audio(11.1), counter.text(33)
+    assert len(counter._audio) + len(counter._text) == counted  # fitted: no new count
+    assert counter.step(4, 2.0, 6, 16) == 4 * counter.audio(2.0) + 6 * counter.text(16)
+    assert counter._fitted("cubic", lambda x: x ** 3, 5.0, 10.0) == 125.0  # not quadratic: counted as is
 
 
 def test_peak_table():

@@ -38,11 +38,11 @@ def test_batch_flops_equal_the_real_step(demo_root):
     module = _module()
     batch = next(iter(_loader(demo_root)))
     callback = ThroughputCallback(window=1)
-    callback.counter = FlopCounter(module.model, audio_grid_s=1e-4, text_grid=1)  # finer than any length: exact
+    callback.counter = FlopCounter(module.model)
     with checks.disabled(), FlopCounterMode(display=False) as counter:
         module.losses(module.contrastive_outputs(batch, 0))[0].backward()
     logits = 2 * 2 * batch.size * batch.size * module.model.config.head.dim  # the loss's B x B products
-    assert callback.batch_flops(module, batch) == pytest.approx(counter.get_total_flops() - logits, rel=1e-3)
+    assert callback.batch_flops(module, batch) == pytest.approx(counter.get_total_flops() - logits, rel=5e-3)  # the fitted quadratic (clsp.flops)
 
 
 @pytest.mark.parametrize("peak", [None, 0.5])
