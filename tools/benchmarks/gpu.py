@@ -25,6 +25,7 @@ table of every row closes the report.
 from __future__ import annotations
 
 import gc
+import importlib.machinery
 import importlib.util
 import os
 import signal
@@ -39,10 +40,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, when run as a script
-if importlib.util.find_spec("soundfile") is None:  # clsp imports it for audio files, which nothing here reads
+try:
+    import soundfile  # noqa: F401
+except ImportError:  # clsp imports it to read audio files, which nothing here does
     sys.modules["soundfile"] = types.ModuleType("soundfile")
+    sys.modules["soundfile"].__spec__ = importlib.machinery.ModuleSpec("soundfile", None)
 
 BUDGET_S = float(os.environ.get("CLSP_GPU_CHECK_BUDGET_S", 320))  # the whole report; sections share it
+# CLSP_GPU_CHECK_SMOKE=1: every section with tiny towers and batches on the CPU, to check this script
+# without a GPU (tests/test_gpu_check.py); its numbers mean nothing.
+SMOKE = os.environ.get("CLSP_GPU_CHECK_SMOKE") == "1"
+DEVICE = "cpu" if SMOKE else "cuda"
+BATCHES = (3, 4) if SMOKE else (416, 768)  # LAION's batch per GPU, and a larger one
+FCAPS = dict(clips=16, batch=4, budget_s=30.0) if SMOKE else dict(clips=512, batch=128, budget_s=800.0)
 ROWS: list[dict] = []
 _START = time.monotonic()
 
@@ -83,7 +93,17 @@ def guarded(name: str, limit_s: float, run) -> None:
 
 def _free() -> None:
     gc.collect()
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU (smoke run: the numbers mean nothing)"
 
 
 def peak() -> float | None:
@@ -91,23 +111,23 @@ def peak() -> float | None:
 
     if os.environ.get("CLSP_PEAK_TFLOPS"):
         return float(os.environ["CLSP_PEAK_TFLOPS"])
-    return peak_tflops(torch.cuda.get_device_name())
+    return peak_tflops(_device_name())
 
 
 def _batch(clips: int, seconds: list[float], tokens: int, sample_rate: int, captions: int | None = None):
     """(audio, lengths, ids, mask, caption_to_clip) on the GPU: clips of `seconds`, padded to the longest."""
     g = torch.Generator().manual_seed(0)
     captions = captions or clips
-    lengths = torch.tensor([int(s * sample_rate) for s in seconds]).cuda()
+    lengths = torch.tensor([int(s * sample_rate) for s in seconds]).to(DEVICE)
     width = int(max(seconds) * sample_rate)
-    noise = torch.randn(clips, width, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    audio = 0.1 * noise * (torch.arange(width, device="cuda") < lengths[:, None])
+    noise = torch.randn(clips, width, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(0))
+    audio = 0.1 * noise * (torch.arange(width, device=DEVICE) < lengths[:, None])
     caption_lengths = torch.randint(max(2, tokens // 2), tokens + 1, (captions,), generator=g)
     caption_lengths[0] = tokens
     mask = (torch.arange(tokens) < caption_lengths[:, None]).long()
     ids = torch.where(mask.bool(), torch.randint(3, 1000, (captions, tokens), generator=g), 1)
     owner = torch.cat([torch.arange(clips), torch.arange(captions - clips)])
-    return (audio, lengths, *(t.cuda() for t in (ids, mask, owner)))
+    return (audio, lengths, *(t.to(DEVICE) for t in (ids, mask, owner)))
 
 
 def _losses(full: bool):
@@ -126,7 +146,7 @@ def train_step(model, optimizer, losses, batch) -> None:
 
     audio, lengths, ids, mask, owner = batch
     tokens = losses.needs_tokens
-    with torch.autocast("cuda", dtype=torch.bfloat16), checks.disabled():
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=not SMOKE), checks.disabled():
         a = model.embed_audio(audio, lengths, return_tokens=tokens)
         t = model.embed_text(ids, mask, return_tokens=tokens)
         b = len(audio)
@@ -143,22 +163,23 @@ def measure(label: str, model, optimizer, losses, batches: list, flops: float, w
     """Time `repeats` passes over `batches` after `warmup` steps; one report row (OOM is a row too)."""
     row = {"run": label}
     try:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        _sync()
+        if DEVICE == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         for i in range(warmup):
             train_step(model, optimizer, losses, batches[i % len(batches)])
-        torch.cuda.synchronize()
+        _sync()
         start = time.perf_counter()
         for _ in range(repeats):
             for batch in batches:
                 train_step(model, optimizer, losses, batch)
-        torch.cuda.synchronize()
+        _sync()
         seconds = time.perf_counter() - start
         clips = repeats * sum(len(b[0]) for b in batches)
         tflops = repeats * flops / seconds / 1e12
         top = peak()
         row.update(samples_per_s=clips / seconds, tflops=tflops, mfu=tflops / top if top else None,
-                   memory_gib=torch.cuda.max_memory_allocated() / 2**30)
+                   memory_gib=torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0)
     except torch.cuda.OutOfMemoryError:
         row["note"] = "out of memory"
         optimizer.zero_grad(set_to_none=True)
@@ -169,12 +190,24 @@ def measure(label: str, model, optimizer, losses, batches: list, flops: float, w
                               f"MFU {mfu}, peak memory {row['memory_gib']:.1f} GiB"), flush=True)
 
 
-def _model(recipe: str):
-    from benchmarks.towers import recipe_model
-    from clsp.flops import FlopCounter
+def _build(recipe: str):
+    """The recipe's towers at full size on the GPU; tiny ones on the CPU in a smoke run."""
+    from benchmarks.towers import preset, recipe_model
+    from clsp.config import CLSPConfig
+    from clsp.model import CLSPModel
 
     torch.manual_seed(0)
-    model = recipe_model(recipe, "cuda", tokens=256).train()
+    if not SMOKE:
+        return recipe_model(recipe, DEVICE, tokens=256).train()
+    cfg = preset("tiny_htsat" if recipe == "fusionaudio" else "tiny_whisper")
+    cfg["text"]["max_length"] = 256
+    return CLSPModel(CLSPConfig.from_dict(cfg)).train()
+
+
+def _model(recipe: str):
+    from clsp.flops import FlopCounter
+
+    model = _build(recipe)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     return model, optimizer, FlopCounter(model)
 
@@ -190,7 +223,8 @@ def fusionaudio() -> None:
     """HTSAT-base + RoBERTa-base at LAION's batch 416 and at 768: sdpa, eager, compiled."""
     model, optimizer, counter = _model("fusionaudio")
     plain = _losses(full=False)
-    batches = {(b, n): [_batch(b, [10.0] * b, n, 48000)] for b in (416, 768) for n in (77, 256)}
+    small, large = BATCHES
+    batches = {(b, n): [_batch(b, [10.0] * b, n, 48000)] for b in BATCHES for n in (77, 256)}
 
     def row(label, b, n, losses=plain, captions=None):
         batch = batches[b, n] if captions is None else [_batch(b, [10.0] * b, n, 48000, captions)]
@@ -198,26 +232,32 @@ def fusionaudio() -> None:
         measure(f"fusionaudio {label}, batch {b}, {n} tok", model, optimizer, losses, batch, flops, repeats=3)
 
     def sdpa():
-        for b, n in ((416, 77), (416, 256), (768, 77), (768, 256)):
+        for b, n in ((small, 77), (small, 256), (large, 77), (large, 256)):
             row("sdpa", b, n)
-        row("sdpa, global+token+multipositive, 1.5 captions/clip", 416, 256, _losses(full=True), captions=624)
+        row("sdpa, global+token+multipositive, 1.5 captions/clip", small, 256, _losses(full=True),
+            captions=small * 3 // 2)
 
     def eager():
         _set_attention(model, "eager")
         try:
             for n in (77, 256):
-                row("eager", 416, n)
+                row("eager", small, n)
         finally:
             _set_attention(model, "sdpa")
 
     def compiled():
-        model.compile_towers()
+        from torch._dynamo.utils import counters
+
+        model.compile_towers(**({"backend": "aot_eager"} if SMOKE else {}))
         start = time.perf_counter()
-        train_step(model, optimizer, plain, batches[416, 77][0])  # compiles
-        torch.cuda.synchronize()
+        train_step(model, optimizer, plain, batches[small, 77][0])  # compiles
+        _sync()
         print(f"   compile + first step: {time.perf_counter() - start:.0f}s", flush=True)
-        for b, n in ((416, 77), (416, 256), (768, 256)):
+        for b, n in ((small, 77), (small, 256), (large, 256)):
             row("compiled", b, n)
+        graphs = counters["stats"]["unique_graphs"]
+        print(f"   {graphs} graphs compiled for the 2 towers over 3 batch shapes")
+        ROWS.append({"run": "compiled: graphs for the 2 towers over 3 batch shapes", "note": str(graphs)})
 
     guarded("fusionaudio: sdpa (the default)", 90, sdpa)
     guarded("fusionaudio: eager attention", 50, eager)
@@ -233,8 +273,9 @@ def _fcaps() -> None:
     model, optimizer, counter = _model("fcaps")
     losses = _losses(full=False)
     g = torch.Generator().manual_seed(0)
-    seconds = (2 + 28 * torch.rand(512, generator=g)).tolist()
-    for name, groups in (("no buckets", _random_batches(seconds)), ("buckets", _buckets(seconds))):
+    seconds = (2 + 28 * torch.rand(FCAPS["clips"], generator=g)).tolist()
+    for name, groups in (("no buckets", _random_batches(seconds, FCAPS["batch"])),
+                         ("buckets", _buckets(seconds, FCAPS["batch"], FCAPS["budget_s"]))):
         batches = [_batch(len(s), s, 256, 16000) for s in groups]
         flops = sum(len(s) * (counter.audio(max(s)) + counter.text(256)) for s in groups)
         real = sum(seconds) / sum(len(s) * max(s) for s in groups)
@@ -242,11 +283,11 @@ def _fcaps() -> None:
                 batches, flops, warmup=1)
 
 
-def _random_batches(seconds: list[float], size: int = 128) -> list[list[float]]:
+def _random_batches(seconds: list[float], size: int) -> list[list[float]]:
     return [seconds[i:i + size] for i in range(0, len(seconds), size)]
 
 
-def _buckets(seconds: list[float], size: int = 128, budget_s: float = 800.0) -> list[list[float]]:
+def _buckets(seconds: list[float], size: int, budget_s: float) -> list[list[float]]:
     """Sorted durations cut into batches of at most `size` clips and `budget_s` padded seconds."""
     groups: list[list[float]] = [[]]
     for s in sorted(seconds):
@@ -262,37 +303,44 @@ def syncs() -> None:
 
 
 def _syncs() -> None:
-    from benchmarks.towers import recipe_model
-
-    model = recipe_model("fusionaudio", "cuda", tokens=256).train()
+    model = _build("fusionaudio")
     losses = _losses(full=True)
-    batch = _batch(32, [10.0] * 32, 256, 48000, captions=48)
+    clips = 4 if SMOKE else 32
+    batch = _batch(clips, [10.0] * clips, 256, 48000, captions=clips * 3 // 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     train_step(model, optimizer, losses, batch)  # warm-up: optimizer state, caches
     _sync_check("model + losses + backward + fused AdamW",
                 lambda: train_step(model, optimizer, losses, batch))
     from clsp import checks
     from clsp.data.batch import Batch
-    from clsp.training.module import CLSPTrainingModule
+
+    label = "the training module's contrastive_outputs + losses + backward"
+    try:
+        from clsp.training.module import CLSPTrainingModule
+    except ModuleNotFoundError as exc:  # clsp.training needs omegaconf and hydra-core
+        ROWS.append({"run": f"sync check: {label}", "note": f"not run: {exc}"})
+        print(f"   {label}: not run: {exc}")
+        return
 
     module = CLSPTrainingModule(model, losses, {"lr": 1e-5})
     audio, lengths, ids, mask, owner = batch
-    full = Batch(audio, lengths, ids, mask, owner, caption_kinds=["long"] * 32 + ["short"] * 16,
+    full = Batch(audio, lengths, ids, mask, owner, caption_kinds=["long"] * clips + ["short"] * (clips // 2),
                  caption_lengths=mask.sum(1).tolist())
 
     def module_step():
-        with torch.autocast("cuda", dtype=torch.bfloat16), checks.disabled():
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=not SMOKE), checks.disabled():
             total, _ = losses(module.contrastive_outputs(full, 0))
         total.backward()
 
-    _sync_check("the training module's contrastive_outputs + losses + backward", module_step)
+    _sync_check(label, module_step)
 
 
 def _sync_check(label: str, step) -> None:
     import clsp
 
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
+    _sync()
+    if DEVICE == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
     try:
         step()
         line = "no sync"
@@ -302,14 +350,15 @@ def _sync_check(label: str, step) -> None:
         where = f" at {frames[-1].filename.rsplit('/', 2)[-1]}:{frames[-1].lineno} ({frames[-1].line})" if frames else ""
         line = f"SYNC{where}: {' '.join(str(exc).split())[:120]}"
     finally:
-        torch.cuda.set_sync_debug_mode(0)
+        if DEVICE == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
     ROWS.append({"run": f"sync check: {label}", "note": line})
     print(f"   {label}: {line}", flush=True)
 
 
 def deepspeed_step() -> None:
     """One `trainer=deepspeed2` step of the demo recipe, where deepspeed is installed."""
-    if importlib.util.find_spec("deepspeed") is None:
+    if SMOKE or importlib.util.find_spec("deepspeed") is None:
         print("== deepspeed2: skipped (deepspeed is not installed)")
         ROWS.append({"run": "trainer=deepspeed2 step", "note": "skipped: deepspeed not installed"})
         return
@@ -331,8 +380,8 @@ def _deepspeed() -> None:
 def table() -> str:
     """The rows as a Markdown table, the device named."""
     top = peak()
-    lines = [f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16 autocast, fused AdamW; MFU against "
-             f"{top:.0f} TFLOP/s dense bf16" if top else f"{torch.cuda.get_device_name()} (peak unknown: no MFU)", "",
+    lines = [f"{_device_name()}, torch {torch.__version__}, bf16 autocast, fused AdamW; MFU against "
+             f"{top:.0f} TFLOP/s dense bf16" if top else f"{_device_name()} (peak unknown: no MFU)", "",
              "| run | samples/s | TFLOP/s | MFU | peak memory (GiB) | note |", "|---|---:|---:|---:|---:|---|"]
     for r in ROWS:
         cells = [r["run"], f"{r['samples_per_s']:.0f}" if "samples_per_s" in r else "",
@@ -344,7 +393,7 @@ def table() -> str:
 
 def gpu_check() -> None:
     """Every section, then the Markdown table."""
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not SMOKE:
         print("   needs CUDA: skipped")
         return
     try:

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import torch
+import yaml
 
 from benchmarks.model import WHISPER_BASE
 from clsp.config import CLSPConfig
 from clsp.model import CLSPModel
+from clsp.resources import config_dir
 
 ROBERTA_BASE = {"model_type": "roberta", "vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12,
                 "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 514,
@@ -22,10 +24,16 @@ RECIPES = {"fusionaudio": ("htsat_base_roberta", 256, 10.0), "fcaps": ("whisper_
            "laion_clap": ("htsat_tiny_roberta", 77, 10.0)}
 
 
+def preset(name: str) -> dict:
+    """configs/model/<name>.yaml as a dict, read with PyYAML (a transformers dependency), not CLSPConfig.preset's
+    OmegaConf: GPU machines may lack the latter."""
+    return yaml.safe_load((config_dir() / "model" / f"{name}.yaml").read_text())
+
+
 def recipe_config(name: str, attn_implementation: str = "sdpa", tokens: int | None = None) -> CLSPConfig:
     """The recipe's model config with random towers of the pretrained geometry."""
-    preset, default_tokens, _ = RECIPES[name]
-    cfg = CLSPConfig.preset(preset).to_dict()
+    model, default_tokens, _ = RECIPES[name]
+    cfg = preset(model)
     cfg["text"].update(pretrained=None, tokenizer="clsp:tiny-bpe", hf_config=dict(ROBERTA_BASE),
                        max_length=tokens or default_tokens, attn_implementation=attn_implementation)
     cfg["audio"]["attn_implementation"] = attn_implementation
