@@ -128,17 +128,10 @@ class CLSPModel(
         self.logit_scale.clamp_(0.0, self.config.head.logit_scale_max)
 
     def compile_towers(self, **options) -> None:
-        """`torch.compile` both towers (the trainer's `trainer.compile=true`), with a bounded number of graphs.
-
-        Batches vary in size and in audio and caption length (duration buckets, a seconds budget per
-        batch), and a graph specialised to each shape would recompile on nearly every batch. So the towers
-        are compiled with dynamic shapes (`dynamic=True`): one graph per tower serves every batch size >= 2
-        and every length. torch specialises batch size 1 into one more graph; the HTSAT frontend has one
-        per input regime (shorter than, as long as, longer than its window). The Whisper tower compiles its
-        transformer only (see `WhisperTower.compile`). Nothing is padded to a grid, so compiled towers
-        compute what eager ones do (up to float rounding). `options` go to `torch.compile` (e.g.
-        `mode="max-autotune-no-cudagraphs"`, `backend="aot_eager"`).
-        """
+        """`torch.compile` both towers (`trainer.compile=true`) with dynamic shapes: batches vary in size and
+        length (duration buckets), and one graph per tower serves them all (plus one for batch size 1, which
+        torch specialises); nothing is padded, so results are eager's. Whisper compiles its transformer only
+        (`WhisperTower.compile`). `options` go to torch.compile (e.g. `mode=...`, `backend="aot_eager"`)."""
         options.setdefault("dynamic", True)
         self.audio.compile(**options)
         self.text.compile(**options)

@@ -3,8 +3,11 @@
     python tools/bench.py attention
 
 LAION-CLAP's HTSAT-tiny tower (random weights), a batch of 10 s log-mel inputs, on the GPU when there is
-one (bf16 autocast) else on the CPU (float32): time per forward + backward, and the peak memory of
-tensors it allocates (saved activations included; SDPA keeps no attention probabilities).
+one (bf16 autocast) else on the CPU (float32): time per forward + backward and per inference forward,
+and the peak memory of tensors a training step allocates (saved activations included). On CUDA, SDPA's
+memory-efficient kernel takes the mask and returns its gradient, keeping no attention probabilities;
+torch's CPU flash kernel gives no mask gradient, so CPU training falls back to SDPA's math path (eager's
+work), while CPU inference runs the fused kernel.
 """
 
 from __future__ import annotations
@@ -33,8 +36,18 @@ def attention() -> None:
                 torch.cuda.synchronize()
         return run
 
+    def inference(kind: str):
+        def run():
+            with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                models[kind](input_features=features)
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return run
+
     sdpa_s, eager_s = interleaved(step("sdpa"), step("eager"), repeats=3)
     report(f"HTSAT-tiny fwd+bwd, batch {batch} x 10 s on {device} (sdpa vs eager)", sdpa_s, eager_s)
+    sdpa_s, eager_s = interleaved(inference("sdpa"), inference("eager"), repeats=5)
+    report(f"HTSAT-tiny inference forward, batch {batch} x 10 s on {device} (sdpa vs eager)", sdpa_s, eager_s)
     peaks = {}
     for kind in ("sdpa", "eager"):
         with LiveTensorBytes(device) as mem:
