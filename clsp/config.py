@@ -23,6 +23,9 @@ TEXT_TOWER = "clsp.text.TextTower"
 TEXT_POOLINGS = ("pooler", "cls", "mean")
 HTSAT_TRUNCATIONS = ("rand_trunc", "fusion")
 HTSAT_PADDINGS = ("repeatpad", "repeat", "pad")  # LAION repeats short clips; WavCaps zero-pads ("pad")
+# Attention kernels: "sdpa" = torch's fused scaled_dot_product_attention (HTSAT: clsp.audio.swin_attention;
+# Whisper and text: transformers' own SDPA path), "eager" = transformers' reference matmul-softmax-matmul.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class AudioConfig:
     hop_length: int | None = None  # None = the tower's standard (htsat 480, whisper 160)
     gradient_checkpointing: bool = False
     freeze: bool = False
+    attn_implementation: str = "sdpa"  # "sdpa" (fused kernels) or "eager"; same weights, same results
 
     @property
     def tower(self) -> str:
@@ -69,6 +73,7 @@ class TextConfig:
     punctuation: str = ""  # characters replaced by a space
     gradient_checkpointing: bool = False
     freeze: bool = False
+    attn_implementation: str = "sdpa"  # "sdpa" (fused kernels) or "eager"; same weights, same results
 
 
 @dataclass
@@ -106,6 +111,9 @@ class CLSPConfig:
         require("model.audio", "max_seconds", self.audio.max_seconds, float, gt=0)
         require("model.text", "max_length", self.text.max_length, int, ge=2)
         require("model.head", "dim", self.head.dim, int, ge=1)
+        for side in ("audio", "text"):
+            require(f"model.{side}", "attn_implementation", getattr(self, side).attn_implementation,
+                    choices=ATTN_IMPLEMENTATIONS)
         if self.head.logit_scale_init > self.head.logit_scale_max:
             raise ValueError(f"head.logit_scale_init ({self.head.logit_scale_init:.4f}) is above head.logit_scale_max "
                              f"({self.head.logit_scale_max:.4f}); raise logit_scale_max to keep the scale")

@@ -99,6 +99,15 @@ class CLSPModel(
         """Clamp the learnable scale to [0, logit_scale_max]; the trainer calls this after every step."""
         self.logit_scale.clamp_(0.0, self.config.head.logit_scale_max)
 
+    def compile_towers(self, **options) -> None:
+        """`torch.compile` both towers (`trainer.compile=true`) with dynamic shapes: batches vary in size and
+        length (duration buckets), and one graph per tower serves them all (plus one for batch size 1, which
+        torch specialises); nothing is padded, so results are eager's. Whisper compiles its transformer only
+        (`WhisperTower.compile`). `options` go to torch.compile (e.g. `mode=...`, `backend="aot_eager"`)."""
+        options.setdefault("dynamic", True)
+        self.audio.compile(**options)
+        self.text.compile(**options)
+
     # ------------------------------------------------------------ batch level
     def embed_audio(self, waveforms: torch.Tensor, lengths: torch.Tensor, return_tokens: bool = False) -> Embeddings:
         """Waveforms [B, T] at `sample_rate` (zero padded) + true lengths [B] -> Embeddings."""

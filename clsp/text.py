@@ -16,16 +16,21 @@ from clsp.errors import load_pretrained
 
 def _build_encoder(cfg: TextConfig) -> nn.Module:
 
+    attn = cfg.attn_implementation
     if cfg.pretrained is not None:
         return load_pretrained("model.text.pretrained", cfg.pretrained,
-                               lambda name: AutoModel.from_pretrained(name, **cfg.hf_config))
+                               lambda name: AutoModel.from_pretrained(name, attn_implementation=attn, **cfg.hf_config))
     hf = dict(cfg.hf_config)
     model_type = hf.pop("model_type")
     if model_type == "clap_text_model":
-        # CLAP's RoBERTa-like text model is not registered with AutoModel.
+        # CLAP's RoBERTa-like text model is not registered with AutoModel. It runs transformers' shared
+        # attention functions and masks, exactly as RoBERTa does, but does not declare SDPA support, so
+        # transformers refuses "sdpa" at construction: build it eager, then select SDPA.
 
-        return ClapTextModel(ClapTextConfig(**hf))
-    return AutoModel.from_config(AutoConfig.for_model(model_type, **hf))
+        model = ClapTextModel(ClapTextConfig(**hf, attn_implementation="eager"))
+        model.config._attn_implementation = attn
+        return model
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **hf), attn_implementation=attn)
 
 
 class TextTower(nn.Module):

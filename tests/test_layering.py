@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("clsp.config",)),
     ("towers and tokenizer", ("clsp.tiny", "clsp.tokenizer", "clsp.text", "clsp.audio", "clsp.clap", "clsp.processor",
                               "clsp.card")),
-    ("model and losses", ("clsp.model", "clsp.losses", "clsp.hf_auto")),
+    ("model and losses", ("clsp.model", "clsp.losses", "clsp.hf_auto", "clsp.flops")),
     ("converters, data, loading", ("clsp.convert", "clsp.data", "clsp.loading")),
     ("evaluation", ("clsp.evaluation",)),
     ("training", ("clsp.training",)),

@@ -67,11 +67,17 @@ def _validate_batch(waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, 
     return waveforms.float(), lengths
 
 
+def _host_reads_free(x: Tensor) -> bool:
+    """Whether reading `x` on the host costs nothing: on the CPU, and not inside torch.compile (where a
+    data-dependent branch splits the graph; compiled code takes the accelerator path everywhere)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _zero_past(w: Tensor, lengths: Tensor) -> Tensor:
     """`w` with samples at or past each clip's length set to zero (one elementwise pass, no host read)."""
-    # On the CPU a host read waits for nothing, and skipping the pass saves ~15 % of a full batch (not in an
-    # exported graph, which cannot branch on values).
-    if w.device.type == "cpu" and not torch.compiler.is_exporting() and not (lengths < w.shape[1]).nonzero().numel():
+    # On the CPU a host read waits for nothing, and skipping the pass saves ~15 % of a full batch (not in a
+    # compiled or exported graph, which cannot branch on values).
+    if _host_reads_free(w) and not torch.compiler.is_exporting() and not (lengths < w.shape[1]).nonzero().numel():
         return w
     inside = torch.arange(w.shape[1], device=w.device) < lengths[:, None]
     return torch.where(inside, w, torch.zeros((), device=w.device))
@@ -192,8 +198,9 @@ class ClapFrontend(_Frontend):
         return 10.0 * torch.log10(mel.clamp_min(1e-10))
 
     def _uniform(self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
-        rng_device = generator.device if generator is not None else device
-        return torch.rand(shape, generator=generator, device=rng_device, dtype=torch.float64).to(device)
+        if generator is None:  # torch.rand(generator=None) fails to trace with dynamic shapes (torch.compile)
+            return torch.rand(shape, device=device, dtype=torch.float64)
+        return torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float64).to(device)
 
     def _pick(self, starts: Tensor, counts: Tensor, generator: torch.Generator | None) -> Tensor:
         """One start in [starts, starts + counts) per entry: random when training, the centre in eval."""
@@ -214,7 +221,7 @@ class ClapFrontend(_Frontend):
             # Row b's window starting at crop[b], copied from a strided view: no [B, n] index tensor.
             signal = w.unfold(1, n, 1)[torch.arange(w.shape[0], device=w.device), crop]
         short = lengths < n
-        if w.device.type == "cpu":
+        if _host_reads_free(w):
             # On the CPU a host read waits for nothing, while padding every row costs as much as the
             # log-mel itself (32 x 10 s: 0.31 s of 0.71 s): pad only the short rows.
             rows = short.nonzero()[:, 0]

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import ClapAudioConfig, ClapAudioModel, ClapModel
 
 from clsp.audio.frontend import ClapFrontend
+from clsp.audio.swin_attention import set_window_attention
 from clsp.clap import clap_config_to_clsp, read_preprocessor
 from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
 from clsp.errors import UserError, pretrained_error
@@ -109,6 +110,7 @@ class HTSATTower(nn.Module):
         else:
             self.model = _build_model(cfg)
         self.cfg = cfg
+        set_window_attention(self.model, cfg.attn_implementation)
         hf = self.model.config
         if cfg.truncation == "fusion" and not hf.enable_fusion:
             raise ValueError("audio.truncation='fusion' needs an HTSAT built with enable_fusion=True")

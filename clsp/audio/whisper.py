@@ -24,10 +24,11 @@ def _build_encoder(cfg: AudioConfig) -> nn.Module:
 
     if cfg.pretrained is not None:
         # Whisper checkpoints hold encoder + decoder; keep the encoder.
-        return load_pretrained("model.audio.pretrained", cfg.pretrained, WhisperModel.from_pretrained).get_encoder()
+        return load_pretrained("model.audio.pretrained", cfg.pretrained, lambda name: WhisperModel.from_pretrained(
+            name, attn_implementation=cfg.attn_implementation)).get_encoder()
     hf = {k: v for k, v in cfg.hf_config.items() if k != "model_type"}
     hf.setdefault("num_mel_bins", cfg.n_mels)
-    return WhisperEncoder(WhisperConfig(**hf))
+    return WhisperEncoder(WhisperConfig(**hf, attn_implementation=cfg.attn_implementation))
 
 
 class WhisperTower(nn.Module):
@@ -45,6 +46,7 @@ class WhisperTower(nn.Module):
         stft = {k: v for k, v in (("n_fft", cfg.n_fft), ("hop_length", cfg.hop_length)) if v is not None}
         self.frontend = WhisperFrontend(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, max_seconds=max_seconds, **stft)
         self.gradient_checkpointing = cfg.gradient_checkpointing
+        self._transformer = _transformer  # or its compiled form (`compile`)
         if cfg.freeze:
             self.encoder.requires_grad_(False)
 
@@ -60,23 +62,36 @@ class WhisperTower(nn.Module):
         # Zero the padding after conv1 too: gelu(bias) is not zero and conv2 would see it.
         x = F.gelu(enc.conv1(x)) * frame_mask[:, None, :]
         x = F.gelu(enc.conv2(x)).permute(0, 2, 1)  # [B, F', H], F' = ceil(F / 2)
-        n_pos = x.shape[1]
-        if n_pos > enc.embed_positions.num_embeddings:
+        if x.shape[1] > enc.embed_positions.num_embeddings:
             raise ValueError(f"audio longer than the encoder's {enc.embed_positions.num_embeddings} positions")
-        mask = torch.arange(n_pos, device=x.device)[None, :] < ((frame_lengths + 1) // 2)[:, None]
-        x = x + enc.embed_positions.weight[:n_pos]
-        x = F.dropout(x, p=enc.dropout, training=self.training)
-        # Additive key-padding mask, the form transformers' attention layers take.
-        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill(~mask, torch.finfo(x.dtype).min)[:, None, None, :]
-        for layer in enc.layers:
-            if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, bias, use_reentrant=False)
-            else:
-                x = layer(x, bias)
-            if isinstance(x, tuple):
-                x = x[0]
-        x = enc.layer_norm(x)
-        weights = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return pooled, x, mask
+        return self._transformer(self, x, (frame_lengths + 1) // 2)
+
+    def compile(self, **options) -> None:
+        """`torch.compile` the transformer (positions, layers, norm, pooling), not the frontend and conv stem:
+        inductor specialises a convolution's backward to its input length, so with them every new batch
+        length would recompile. The stem is ~4 % of the tower's FLOPs."""
+        self._transformer = torch.compile(_transformer, **options)
+
+
+def _transformer(tower: WhisperTower, x: torch.Tensor, valid: torch.Tensor):
+    """The encoder's layers on conv features `x` [B, F', H] with `valid` [B] positions each; a function of
+    the tower (not a bound method) so that a compiled copy is shared safely by deep copies of the tower."""
+    enc = tower.encoder
+    n_pos = x.shape[1]
+    mask = torch.arange(n_pos, device=x.device)[None, :] < valid[:, None]
+    x = x + enc.embed_positions.weight[:n_pos]
+    x = F.dropout(x, p=enc.dropout, training=tower.training)
+    # Additive key-padding mask, the form transformers' attention layers take.
+    bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
+    bias = bias.masked_fill(~mask, torch.finfo(x.dtype).min)[:, None, None, :]
+    for layer in enc.layers:
+        if tower.gradient_checkpointing and tower.training:
+            x = checkpoint(layer, x, bias, use_reentrant=False)
+        else:
+            x = layer(x, bias)
+        if isinstance(x, tuple):
+            x = x[0]
+    x = enc.layer_norm(x)
+    weights = mask.unsqueeze(-1).to(x.dtype)
+    pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return pooled, x, mask

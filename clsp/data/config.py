@@ -79,7 +79,8 @@ class DataConfig:
     max_batch_seconds: float | None = None  # with bucketing: padded seconds per batch (batch_size = most clips)
     max_seconds: float | None = None  # null = the audio tower's window (6 windows for fusion)
     max_failure_rate: float | None = 0.1  # stop when more samples than this fail (clsp.data.skips)
-    pin_memory: bool = False
+    pin_memory: bool = False  # true in the GPU recipes: page-locked batches, copied to the GPU without blocking
+    prefetch_factor: int = 2  # batches each worker prepares ahead
 
     def __post_init__(self) -> None:
         require("data", "caption_policy", self.caption_policy, choices=CAPTION_POLICIES)
@@ -88,6 +89,7 @@ class DataConfig:
         require("data", "batch_size", self.batch_size, int, ge=1)
         require("data", "val_batch_size", self.val_batch_size, int, ge=1, null=True)
         require("data", "num_workers", self.num_workers, int, ge=0)
+        require("data", "prefetch_factor", self.prefetch_factor, int, ge=1)
         require("data", "samples_per_epoch", self.samples_per_epoch, int, ge=1, null=True)
         require("data", "shuffle_buffer", self.shuffle_buffer, int, ge=0)
         require("data", "max_batch_seconds", self.max_batch_seconds, float, gt=0, null=True)

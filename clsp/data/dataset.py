@@ -274,7 +274,7 @@ def shard_loader(dataset: ShardDataset) -> ShardLoader:
         num_workers=workers,
         pin_memory=dataset.config.pin_memory,
         persistent_workers=False,  # workers must see set_position, so they are re-created each epoch
-        prefetch_factor=2 if workers > 0 else None,
+        prefetch_factor=dataset.config.prefetch_factor if workers > 0 else None,
         # Its own generator: creating an iterator then never draws from the global torch RNG,
         # so a resumed run's random stream matches an uninterrupted one.
         generator=Generator().manual_seed(dataset.seed),

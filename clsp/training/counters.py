@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 
 from clsp.data.batch import Batch
 from clsp.data.skips import EVENTS, SkipCounter
@@ -31,13 +32,15 @@ class DataCounters(L.Callback):
         self.truncated += batch.truncated
         self.run.add(batch.skipped, good=batch.size)  # raises DataError past the failure limit
         failures = sum(n for reason, n in self.run.totals.items() if reason not in EVENTS)
-        log = {"data/skipped": float(failures), "data/truncated": float(self.truncated),
-               # Real / padded audio samples of this batch (a host float from collate): what bucketing buys.
-               "data/padding_efficiency": batch.padding_efficiency}
+        # Host numbers are logged as CPU tensors: Lightning would upload a Python float to the device,
+        # a blocking copy (a host-device sync) every step.
+        efficiency = torch.tensor(batch.padding_efficiency)  # real / padded audio samples: what bucketing buys
+        log = {"data/skipped": torch.tensor(float(failures)), "data/truncated": torch.tensor(float(self.truncated)),
+               "data/padding_efficiency": efficiency}
         pl_module.log_dict(log, batch_size=batch.size)
-        pl_module.log("pad_eff", batch.padding_efficiency, prog_bar=True, logger=False, batch_size=batch.size)
+        pl_module.log("pad_eff", efficiency, prog_bar=True, logger=False, batch_size=batch.size)
         if failures or self.truncated:
-            pl_module.log_dict({"skipped": float(failures), "truncated": float(self.truncated)}, prog_bar=True,
+            pl_module.log_dict({"skipped": log["data/skipped"], "truncated": log["data/truncated"]}, prog_bar=True,
                                logger=False, batch_size=batch.size)
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,7 +11,9 @@ fewer than two dimensions, plus logit_scale / logit_bias). Pretrained towers can
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -51,13 +53,35 @@ def param_groups(
     return out
 
 
-def build_optimizer(model: nn.Module, optim: OptimConfig,
-                    pretrained_prefixes: tuple[str, ...] = ()) -> torch.optim.Optimizer:
-    """`optim.optimizer` (a `_target_` class such as torch.optim.AdamW) over the parameter groups."""
+def build_optimizer(model: nn.Module, optim: OptimConfig, pretrained_prefixes: tuple[str, ...] = (),
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """`optim.optimizer` (a `_target_` class such as torch.optim.AdamW) over the parameter groups.
+
+    `device`: where the parameters will train (default: where they are now); it picks the update kernel
+    (`kernel_choice`)."""
     groups = param_groups(model, lr=optim.lr, weight_decay=optim.weight_decay, tower_lr=optim.tower_lr,
                           pretrained_prefixes=pretrained_prefixes)
     factory = instantiate(optim.optimizer, "optim.optimizer", partial=True)
-    return call(factory, "optim.optimizer", groups, lr=optim.lr)
+    if device is None:
+        device = next(p.device for group in groups for p in group["params"])
+    kernel = kernel_choice(getattr(factory, "func", factory), optim.optimizer, torch.device(device))
+    return call(factory, "optim.optimizer", groups, lr=optim.lr, **kernel)
+
+
+def kernel_choice(optimizer_class: Any, spec: Mapping[str, Any], device: torch.device) -> dict[str, bool]:
+    """`fused=True` on CUDA (one kernel updates every parameter), else `foreach=True` (one launch per
+    group of tensors), for optimizers that take them (torch's Adam, AdamW, SGD, ...). A config that
+    sets `fused` or `foreach` itself is left alone; `fused: false` and `foreach: false` give the
+    per-parameter loop."""
+    if "fused" in spec or "foreach" in spec:
+        return {}
+    try:
+        accepted = inspect.signature(optimizer_class).parameters
+    except (TypeError, ValueError):  # not introspectable: pass nothing
+        return {}
+    if device.type == "cuda" and "fused" in accepted:
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in accepted else {}
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, total_steps: int):

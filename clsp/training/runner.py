@@ -40,6 +40,7 @@ from clsp.training.counters import DataCounters
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
 from clsp.training.module import CLSPTrainingModule
 from clsp.training.schema import CLSP_ONLY, TrainConfig
+from clsp.training.throughput import ThroughputCallback
 
 
 def run_folder(cfg: TrainConfig, launch: Launch) -> tuple[Path, str | None]:
@@ -130,7 +131,7 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
     `logger:` entries and the callbacks (checkpoints, EMA, counters, any `trainer.callbacks` entries)."""
     t = cfg.trainer
     callbacks: list = checkpoint_callbacks(folder / "checkpoints", t.checkpoint_every_n_steps, has_val)
-    callbacks += [RandomState(), DataCounters(cfg.data.max_failure_rate)]
+    callbacks += [RandomState(), DataCounters(cfg.data.max_failure_rate), ThroughputCallback(t.peak_tflops)]
     if t.ema_decay:
         callbacks.append(EMA(decay=t.ema_decay))
     callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t.callbacks.items()]
@@ -193,8 +194,7 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
         cfg.data, model.config, model.tokenizer, seed=cfg.run.seed, accumulate=cfg.trainer.accumulate_grad_batches)
     module = CLSPTrainingModule(model, losses, cfg.optim, pretrained_prefixes=prefixes)
     if cfg.trainer.compile:
-        module.model.audio.compile()
-        module.model.text.compile()
+        module.model.compile_towers()
     trainer = build_trainer(cfg, folder, has_val=bool(cfg.data.val))
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     if not trainer.is_global_zero:

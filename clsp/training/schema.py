@@ -82,6 +82,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 200
     compile: bool = False
     ema_decay: float | None = None
+    peak_tflops: float | None = None  # the device's dense bf16 peak for perf/mfu (null: clsp.flops' table)
     # Extra Lightning callbacks by `_target_`, e.g. `+trainer.callbacks.lr={_target_: lightning.pytorch.callbacks.LearningRateMonitor}`.
     callbacks: dict[str, Any] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ class TrainerConfig:
         require("trainer", "accumulate_grad_batches", self.accumulate_grad_batches, int, ge=1)
         require("trainer", "checkpoint_every_n_steps", self.checkpoint_every_n_steps, int, ge=1)
         require("trainer", "ema_decay", self.ema_decay, float, gt=0, lt=1, null=True, example="trainer.ema_decay=0.999")
+        require("trainer", "peak_tflops", self.peak_tflops, float, gt=0, null=True)
         if self.ema_decay and "deepspeed" in str(self.strategy):
             # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
             raise ValueError("trainer.ema_decay does not work with DeepSpeed strategies; use trainer=gpu (DDP) for "
@@ -118,7 +120,7 @@ def _device_ids(value: Any) -> bool:
 
 
 # Trainer keys that are not Lightning Trainer arguments.
-CLSP_ONLY = ("checkpoint_every_n_steps", "compile", "ema_decay", "callbacks")
+CLSP_ONLY = ("checkpoint_every_n_steps", "compile", "ema_decay", "peak_tflops", "callbacks")
 
 
 @dataclass

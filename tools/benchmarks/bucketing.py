@@ -6,12 +6,11 @@ Three ways to batch the same clips, the same number of clips per batch: clsp's d
 (`clsp.data.pipeline.bucket_batches` over a shuffle buffer, as the training pipeline runs it),
 random batches (each padded to its longest clip), and every clip padded to 30 s (stock Whisper).
 
-Counted figure: FLOPs of the Whisper-base tower's forward+backward per batch, counted by torch's
-FlopCounterMode on the meta device (no compute). A batch's FLOPs are exactly quadratic in its padded
-length (linear layers and convolutions grow with it, attention with its square), so three counted
-lengths fix the polynomial, checked against a fourth, and give every batch's cost.
-Timed figure (CUDA only, run by tools/gpu_check.sh): real forward+backward of the same 1024 clips
-in each arrangement, side by side, bf16 autocast.
+Counted figure: FLOPs of the Whisper-base tower's forward+backward per batch, from `clsp.flops.FlopCounter`
+(torch's FlopCounterMode on a meta-device twin: no compute; a clip's FLOPs are a quadratic in its padded
+length, fitted on three counted lengths and checked on a fourth).
+Timed figure (CUDA only): real forward+backward of the same 1024 clips in each arrangement, side by
+side, bf16 autocast.
 """
 
 from __future__ import annotations
@@ -21,12 +20,13 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from benchmarks.model import WHISPER_BASE
+from benchmarks.towers import recipe_model
 from clsp import checks
 from clsp.config import CLSPConfig
 from clsp.data.bucketing import bucket_batches
+from clsp.flops import FlopCounter
 from clsp.model import CLSPModel
 
 RATE, HOP, MAX_S = 16000, 160, 30.0
@@ -51,34 +51,9 @@ def _tower(device: str):
     return CLSPModel(CLSPConfig.from_dict(cfg)).audio.train().to(device)
 
 
-class _MetaFeatures(nn.Module):
-    """Stands in for the log-mel frontend on the meta device (no STFT there): right shapes, no values."""
-
-    def forward(self, waveforms, lengths):
-        return torch.zeros(waveforms.shape[0], 80, waveforms.shape[1] // HOP, device=waveforms.device), lengths // HOP
-
-
-def _counted_flops(tower, batch: int, seconds: float) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    samples = int(seconds * RATE)
-    wave = torch.zeros(batch, samples, device="meta")
-    lengths = torch.full((batch,), samples, device="meta")
-    with FlopCounterMode(display=False) as counter, checks.disabled():
-        pooled, _, _ = tower(wave, lengths)
-        pooled.sum().backward()
-    return counter.get_total_flops()
-
-
-def _flop_model(batch: int):
-    """FLOPs(seconds) of one batch of `batch` clips padded to `seconds`: an exact quadratic, fitted and checked."""
-    tower = _tower("cpu").to("meta")
-    tower.frontend = _MetaFeatures()
-    xs = [4.0, 16.0, 30.0]
-    coeffs = np.polyfit(xs, [_counted_flops(tower, batch, x) for x in xs], 2)
-    check = _counted_flops(tower, batch, 9.0)
-    assert abs(np.polyval(coeffs, 9.0) - check) <= 1e-3 * check, "FLOPs are not quadratic in length"
-    return lambda seconds: float(np.polyval(coeffs, seconds))
+def _flop_model():
+    """FLOPs(seconds) of one clip padded to `seconds`: forward + backward of the Whisper-base tower and head."""
+    return FlopCounter(recipe_model("fcaps", "meta")).audio
 
 
 def _timed(arrangements: dict[str, list[list[float]]], device: str) -> dict[str, float]:
@@ -116,13 +91,12 @@ def bucketing() -> None:
     """Whisper-base fwd+bwd over 2-30 s clips: duration buckets vs random batches vs padding to 30 s."""
     durations = _durations(N_CLIPS)
     arrangements = _arrangements(durations, BATCH, BUFFER)
-    flops_of = _flop_model(BATCH)
+    flops_of = _flop_model()
     print(f"   {N_CLIPS} clips, median {np.median(durations):.1f} s, mean {np.mean(durations):.1f} s; "
           f"batch {BATCH}; shuffle buffer {BUFFER}")
     total = {}
     for name, groups in arrangements.items():
-        # A batch of b clips costs b/BATCH of a full one (every op is per clip).
-        total[name] = sum(flops_of(max(g)) * len(g) / BATCH for g in groups)
+        total[name] = sum(flops_of(max(g)) * len(g) for g in groups)  # every op is per clip
         padded = sum(max(g) * len(g) for g in groups)
         print(f"   {name:>15}: padding efficiency {sum(durations) / padded:6.1%}  "
               f"fwd+bwd {total[name] / 1e15:7.1f} PFLOP (counted)")
@@ -132,7 +106,7 @@ def bucketing() -> None:
 
     if not torch.cuda.is_available():
         # Whisper-base fwd+bwd over enough clips to time takes many minutes on a few CPU cores.
-        print("   timed: on CUDA only (tools/gpu_check.sh)")
+        print("   timed: on CUDA only")
         return
     n = 1024
     timed = _timed(_arrangements(_durations(n, seed=1), BATCH, BUFFER), "cuda")

@@ -20,7 +20,7 @@ def whisper_varlen() -> None:
     """Whisper-base encoder, 16 clips of 5 s: clsp's batch-padded input vs every clip padded to 30 s."""
     cfg = CLSPConfig.tiny("whisper").to_dict()
     cfg["audio"]["hf_config"] = WHISPER_BASE
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # tools/gpu_check.sh runs it on the GPU
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     model = CLSPModel(CLSPConfig.from_dict(cfg)).eval().to(device)
     tower = model.audio
     wave = (torch.randn(16, 16000 * 5) * 0.1).to(device)
