@@ -59,7 +59,7 @@ def clap_config_to_clsp(clap_config, preprocessor: dict, logit_scale: float | No
 # ClapModel weight prefixes -> CLSPModel's: from_clap reads this map left to right, the transformers
 # export (clsp.export) right to left.
 CLAP_PREFIXES = {
-    "audio_model.": "audio.model.",
+    "audio_model.": "audio.encoder.",
     "text_model.": "text.encoder.",
     "audio_projection.linear1.": "audio_head.0.",
     "audio_projection.linear2.": "audio_head.2.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import snapshot_download
 
@@ -48,3 +49,19 @@ def read_config(folder: Path) -> dict:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{file} is not valid JSON: {exc}") from exc
+
+
+# Parameter names older clsp versions wrote: HTSAT's transformers model was `audio.model`, now `audio.encoder`
+# as in the other towers. Applied to every state dict clsp loads (folders, checkpoints, converters).
+RENAMED_PREFIXES = {"audio.model.": "audio.encoder."}
+
+
+def upgrade_state(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`state` with parameter names of older clsp versions renamed (`prefix`: e.g. "model." in a checkpoint)."""
+    out = {}
+    for key, value in state.items():
+        for old, new in RENAMED_PREFIXES.items():
+            if key.startswith(prefix + old):
+                key = prefix + new + key[len(prefix + old):]
+        out[key] = value
+    return out

@@ -34,7 +34,7 @@ from clsp.audio import build_audio_tower, locate
 from clsp.card import MODEL_CARD, card_fields
 from clsp.clap import import_clap
 from clsp.config import CLSPConfig
-from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
+from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder, upgrade_state
 from clsp.processor import load_clips, pad_clips
 from clsp.tokenizer import Tokens, load_tokenizer, tokenize
 
@@ -278,7 +278,7 @@ class CLSPModel(
 
     def load_state(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         try:
-            missing, unexpected = self.load_state_dict(state, strict=False)
+            missing, unexpected = self.load_state_dict(upgrade_state(state), strict=False)
         except RuntimeError as exc:  # a shape mismatch: name the first tensor, on one line
             first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
             raise ValueError(f"weights in {source} do not fit this model: {first}") from None

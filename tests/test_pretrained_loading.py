@@ -50,3 +50,29 @@ def test_towers_load_pretrained_weights(pretrained_dirs):
 def test_unreachable_hub_id_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="neither a local model folder nor a reachable hub id"):
         CLSPModel.from_pretrained("clsp-test/not-a-cached-model")
+
+
+def test_folders_of_older_versions_load_unchanged(tmp_path):
+    """A folder written before towers were named by `_target_`, HTSAT's weights were `audio.model.*` and
+    config.json had no model_type or attn_implementation: same embeddings."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from clsp import CLSPConfig, CLSPModel
+
+    model = CLSPModel(CLSPConfig.tiny("htsat")).eval()
+    model.save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    assert any(k.startswith("audio.encoder.") for k in state)
+    save_file({k.replace("audio.encoder.", "audio.model."): v for k, v in state.items()},
+              str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw.pop("model_type")
+    for side in ("audio", "text"):
+        del raw["clsp_config"][side]["_target_"], raw["clsp_config"][side]["attn_implementation"]
+    raw["clsp_config"]["audio"]["tower"] = "htsat"
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    old = CLSPModel.from_pretrained(tmp_path)
+    clips = torch.randn(2, 48000)
+    torch.testing.assert_close(old.encode_audio(clips, 48000), model.encode_audio(clips, 48000), atol=0, rtol=0)

@@ -29,7 +29,7 @@ from clsp.audio.swin_attention import set_window_attention
 from clsp.clap import clap_config_to_clsp, read_preprocessor
 from clsp.config import AUDIO_TOWERS, AudioConfig, portable_hf_config
 from clsp.errors import UserError, pretrained_error
-from clsp.folders import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder
+from clsp.folders import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder, upgrade_state
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
     if TOWER_CONFIG_KEY in raw:
         source, prefix = raw[TOWER_CONFIG_KEY], ""
     elif "clsp_config" in raw:
-        source, prefix = raw["clsp_config"].get("audio", {}), "audio.model."
+        source, prefix = raw["clsp_config"].get("audio", {}), "audio.encoder."
     else:
         raise UserError(f"model.audio.pretrained {cfg.pretrained}: {folder / CONFIG_NAME} is neither a converted audio "
                         "tower, a clsp model nor a transformers CLAP config",
@@ -73,7 +73,8 @@ def _pretrained(cfg: AudioConfig) -> tuple[AudioConfig, nn.Module]:
         raise UserError(f"model.audio.pretrained {cfg.pretrained} holds a {tower} tower, not htsat")
     hf = {k: v for k, v in source.get("hf_config", {}).items() if k != "model_type"}
     model = ClapAudioModel(ClapAudioConfig(**hf))
-    state = {k[len(prefix):]: v for k, v in load_file(str(folder / WEIGHTS_NAME)).items() if k.startswith(prefix)}
+    weights = upgrade_state(load_file(str(folder / WEIGHTS_NAME)))  # a clsp folder of an older version too
+    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(f"model.audio.pretrained {cfg.pretrained}: weights do not fit the HTSAT its config describes "
@@ -104,14 +105,14 @@ class HTSATTower(nn.Module):
     def __init__(self, cfg: AudioConfig):
         super().__init__()
         if cfg.pretrained is not None:
-            cfg, self.model = _pretrained(cfg)
+            cfg, self.encoder = _pretrained(cfg)
             # Record the architecture actually loaded (the config may name another size).
-            cfg = dataclasses.replace(cfg, hf_config=portable_hf_config(self.model.config))
+            cfg = dataclasses.replace(cfg, hf_config=portable_hf_config(self.encoder.config))
         else:
-            self.model = _build_model(cfg)
+            self.encoder = _build_model(cfg)
         self.cfg = cfg
-        set_window_attention(self.model, cfg.attn_implementation)
-        hf = self.model.config
+        set_window_attention(self.encoder, cfg.attn_implementation)
+        hf = self.encoder.config
         if cfg.truncation == "fusion" and not hf.enable_fusion:
             raise ValueError("audio.truncation='fusion' needs an HTSAT built with enable_fusion=True")
         self.hidden_size = int(hf.hidden_size)
@@ -127,17 +128,17 @@ class HTSATTower(nn.Module):
         )
         if cfg.gradient_checkpointing:
             # ClapAudioModel has no built-in checkpointing; checkpoint each Swin stage instead.
-            for stage in self.model.audio_encoder.layers:
+            for stage in self.encoder.audio_encoder.layers:
                 stage.forward = _checkpointed(stage.forward)
         if cfg.freeze:
-            self.model.requires_grad_(False)
+            self.encoder.requires_grad_(False)
 
     def hf_config_dict(self) -> dict:
-        return portable_hf_config(self.model.config)
+        return portable_hf_config(self.encoder.config)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         features, is_longer = self.frontend(waveforms, lengths)
-        out = self.model(input_features=features, is_longer=is_longer.view(-1, 1))
+        out = self.encoder(input_features=features, is_longer=is_longer.view(-1, 1))
         # last_hidden_state is [B, H, freq groups, time]: average frequency to get frame tokens.
         frames = out.last_hidden_state.mean(dim=2).transpose(1, 2)
         mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)

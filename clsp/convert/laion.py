@@ -62,7 +62,7 @@ def laion_model(data: dict, checkpoint: str, *, tokenizer: str = "roberta-base",
         raise UserError(f"{checkpoint}: --{'' if fusion else 'no-'}fusion given but the checkpoint {have} fusion "
                         "weights (patch_embed.fusion_model)", "drop the flag to use what the weights hold")
     text_hf, weights = text_encoder(ledger, "text_branch.", "roberta", pooler=True)
-    weights.update(htsat_state(ledger, "audio_branch.", "audio.model."))
+    weights.update(htsat_state(ledger, "audio_branch.", "audio.encoder."))
     for side in ("audio", "text"):
         for i in (0, 2):
             for leaf in ("weight", "bias"):

@@ -67,7 +67,7 @@ def wavcaps_model(data: dict, checkpoint: str, *, tokenizer: str | None = None):
     audio_hf = htsat_config(ledger, AUDIO)
     check_amodel(audio_hf, None, str(checkpoint))
     text_hf, weights = text_encoder(ledger, TEXT, family, pooler=False)
-    weights.update(htsat_state(ledger, AUDIO, "audio.model."))
+    weights.update(htsat_state(ledger, AUDIO, "audio.encoder."))
     for side in ("audio", "text"):
         for i in (0, 2):
             for leaf in ("weight", "bias"):

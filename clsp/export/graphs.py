@@ -112,7 +112,7 @@ class HTSATGraph(nn.Module):
     def __init__(self, model) -> None:
         super().__init__()
         self.frontend = model.audio.frontend
-        self.htsat = model.audio.model
+        self.htsat = model.audio.encoder
         if self.htsat.config.enable_fusion:
             self.htsat = copy.deepcopy(self.htsat)
             encoder = self.htsat.audio_encoder

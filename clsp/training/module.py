@@ -19,6 +19,7 @@ from clsp.data.batch import Batch
 from clsp.evaluation.clips import Clip
 from clsp.evaluation.embed import PairEmbeddings, embed_pairs
 from clsp.evaluation.retrieval import join_pairs, retrieval_scores
+from clsp.folders import upgrade_state
 from clsp.losses import ContrastiveOutputs, LossSuite
 from clsp.model import CLSPModel
 from clsp.training.optim import build_optimizer, build_scheduler
@@ -149,6 +150,9 @@ class CLSPTrainingModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for key in ("state_dict", "current_model_state"):  # checkpoints written by older clsp versions
+            if key in checkpoint:
+                checkpoint[key] = upgrade_state(checkpoint[key], prefix="model.")
         position = checkpoint.get("clsp", {}).get("data_position")
         if position is not None:
             self.batches_this_epoch = int(position["batches"])

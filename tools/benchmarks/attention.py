@@ -22,7 +22,7 @@ def attention() -> None:
     """HTSAT-tiny forward + backward, eager vs sdpa window attention."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batch = 32 if device == "cuda" else 2
-    models = {kind: recipe_model("laion_clap", device, attn_implementation=kind).audio.model.train()
+    models = {kind: recipe_model("laion_clap", device, attn_implementation=kind).audio.encoder.train()
               for kind in ("sdpa", "eager")}
     models["eager"].load_state_dict(models["sdpa"].state_dict())
     features = torch.randn(batch, 1, 1001, 64, device=device)

@@ -215,7 +215,7 @@ def _model(recipe: str):
 def _set_attention(model, kind: str) -> None:
     from clsp.audio.swin_attention import set_window_attention
 
-    set_window_attention(model.audio.model, kind)
+    set_window_attention(model.audio.encoder, kind)
     model.text.encoder.config._attn_implementation = kind
 
 
@@ -322,14 +322,14 @@ def _syncs() -> None:
         print(f"   {label}: not run: {exc}")
         return
 
-    module = CLSPTrainingModule(model, losses, {"lr": 1e-5})
+    module = CLSPTrainingModule(model, losses)
     audio, lengths, ids, mask, owner = batch
     full = Batch(audio, lengths, ids, mask, owner, caption_kinds=["long"] * clips + ["short"] * (clips // 2),
                  caption_lengths=mask.sum(1).tolist())
 
     def module_step():
         with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=not SMOKE), checks.disabled():
-            total, _ = losses(module.contrastive_outputs(full, 0))
+            total, _ = losses(module.contrastive_outputs(full))
         total.backward()
 
     _sync_check(label, module_step)
