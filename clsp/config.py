@@ -1,6 +1,8 @@
 """Model configuration: a plain dataclass tree that round-trips through JSON.
 
-`CLSPConfig` = an audio tower, a text tower and the projection heads. Presets for the
+`CLSPConfig` = an audio tower, a text tower, the projection heads and, optionally, a caption
+decoder (`decoder`: None by default, and then left out of the JSON, so folders without one are
+unchanged). Presets for the
 tower pairs live in `configs/model/*.yaml` (the Hydra model group) and load with
 `CLSPConfig.preset(name)`; `CLSPConfig.tiny()` is the small random pair used by the demo
 and the tests.
@@ -73,14 +75,35 @@ class HeadConfig:
 
 
 @dataclass
+class DecoderConfig:
+    """The caption decoder: a Hugging Face causal LM with cross-attention over the audio frames."""
+
+    pretrained: str | None = None  # hub id or folder of a causal LM (e.g. "gpt2"); None = random init from hf_config
+    hf_config: dict[str, Any] = field(default_factory=dict)  # needs "model_type" when pretrained is None
+    tokenizer: str | None = None  # defaults to `pretrained`; "clsp:tiny-bpe" = the offline tiny tokenizer
+    max_length: int = 64  # training caption tokens, <bos> and <eos> included; longer captions are cut
+    max_new_tokens: int = 30  # generation defaults, overridable per `caption()` call
+    num_beams: int = 1
+    gradient_checkpointing: bool = False
+    freeze: bool = False
+
+    @classmethod
+    def tiny(cls) -> DecoderConfig:
+        """A tiny random GPT-2 with the offline tiny tokenizer, for the demo and the tests."""
+        return cls(tokenizer="clsp:tiny-bpe", max_length=48, max_new_tokens=20, hf_config={
+            "model_type": "gpt2", "vocab_size": 1000, "n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 64})
+
+
+@dataclass
 class CLSPConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     text: TextConfig = field(default_factory=TextConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    decoder: DecoderConfig | None = None  # a caption decoder (CLSPModel.caption); None = a plain dual encoder
 
     def __post_init__(self) -> None:
         # Accept plain dicts for the sub-configs (from JSON or Hydra).
-        for name, cls in (("audio", AudioConfig), ("text", TextConfig), ("head", HeadConfig)):
+        for name, cls in (("audio", AudioConfig), ("text", TextConfig), ("head", HeadConfig), ("decoder", DecoderConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, name))
@@ -104,16 +127,21 @@ class CLSPConfig:
             raise ValueError(f"text.max_length must be at least 2, got {self.text.max_length}")
         if self.audio.max_seconds <= 0 or self.audio.sample_rate <= 0:
             raise ValueError("audio.max_seconds and audio.sample_rate must be positive")
+        if self.decoder is not None:
+            _validate_decoder(self.decoder)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["decoder"] is None:  # a model without a decoder writes the same config.json as before
+            del data["decoder"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CLSPConfig:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown model config section(s) {sorted(unknown)}")
-        return cls(**{k: dict(v) for k, v in data.items()})
+        return cls(**{k: None if v is None else dict(v) for k, v in data.items()})
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"clsp_config": self.to_dict()}, indent=2))
@@ -140,6 +168,15 @@ class CLSPConfig:
     def tiny(cls, audio: str = "whisper") -> CLSPConfig:
         """A tiny random tower pair for the demo and the tests (no downloads)."""
         return cls.preset(f"tiny_{audio}")
+
+
+def _validate_decoder(cfg: DecoderConfig) -> None:
+    if cfg.pretrained is None and "model_type" not in cfg.hf_config:
+        raise ValueError("decoder.hf_config needs a 'model_type' when decoder.pretrained is None")
+    for name in ("max_length", "max_new_tokens", "num_beams"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < (2 if name == "max_length" else 1):
+            raise ValueError(f"decoder.{name} must be an int >= {2 if name == 'max_length' else 1}, "
+                             f"got {getattr(cfg, name)!r}")
 
 
 _RUNTIME_KEYS = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype")

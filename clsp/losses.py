@@ -50,6 +50,7 @@ __all__ = [
     "MultiPositiveInfoNCE",
     "TokenInfoNCE",
     "HardNegativeLoss",
+    "CaptioningLoss",
     "LossSuite",
     "gather_with_grad",
 ]
@@ -70,6 +71,10 @@ class ContrastiveOutputs:
     text_mask: Tensor | None = None  # [B, Tt] bool, True = valid token
     negative_text: Tensor | None = None  # [B, D] normalised hard-negative caption per clip
     has_negative: Tensor | None = None  # [B] bool, False where the clip has no negative
+    # The caption decoder's teacher-forced pass (CLSPModel.decoder), for CaptioningLoss:
+    caption_logits: Tensor | None = None  # [B, L, V] logits; position t scores token t + 1
+    caption_ids: Tensor | None = None  # [B, L] int64 the decoder's input ids (<bos> caption <eos>, right padded)
+    caption_mask: Tensor | None = None  # [B, L] True/1 = a real token (padding is told apart by this, never by id)
 
     @property
     def batch_size(self) -> int:
@@ -192,6 +197,7 @@ class _Objective(nn.Module):
     needs_tokens: ClassVar[bool] = False
     needs_negatives: ClassVar[bool] = False
     needs_all_captions: ClassVar[bool] = False
+    needs_captions: ClassVar[bool] = False  # the trainer runs the caption decoder
 
     def missing_inputs(self, out: ContrastiveOutputs) -> list[str]:
         return [f for f in self.requires if getattr(out, f) is None]
@@ -498,6 +504,53 @@ class HardNegativeLoss(_Objective):
         return torch.where(has, per_clip, 0).sum() / has.sum().clamp_min(1)
 
 
+# ----------------------------------------------------------------------------- captioning
+
+
+class CaptioningLoss(_Objective):
+    """Next-token cross-entropy of the caption decoder (CoCa's captioning term), mean over real tokens.
+
+    Position t of ``caption_logits`` predicts token t + 1 of ``caption_ids``; targets are the tokens after
+    <bos>, <eos> included, padding (``caption_mask`` 0) left out. ``label_smoothing`` as in
+    ``F.cross_entropy``. The log-softmax runs in float32 (see the module docstring).
+
+    gather: divide by the real-token count of all ranks (one all-reduce of a count, no host read), so
+    the mean over ranks equals the single-process token mean of the global batch and the gradients
+    follow the module's contract; without it each rank divides by its own count.
+    """
+
+    requires = ("caption_logits", "caption_ids", "caption_mask")
+    needs_captions = True
+
+    def __init__(self, label_smoothing: float = 0.0, gather: bool = True) -> None:
+        super().__init__()
+        if not (isinstance(label_smoothing, numbers.Real) and 0.0 <= label_smoothing < 1.0):
+            raise ValueError(f"CaptioningLoss: label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+        self.gather = bool(gather)
+
+    @_float32
+    def forward(self, out: ContrastiveOutputs) -> Tensor:
+        missing = self.missing_inputs(out)
+        if missing:
+            raise ValueError(f"CaptioningLoss needs ContrastiveOutputs fields {missing}")
+        logits, ids, mask = out.caption_logits, out.caption_ids, out.caption_mask
+        if logits.ndim != 3 or ids.shape != logits.shape[:2] or mask.shape != ids.shape or ids.shape[1] < 2:
+            raise ValueError(f"CaptioningLoss: caption_logits [B, L, V] with ids and mask [B, L], L >= 2 expected, got "
+                             f"{tuple(logits.shape)}, {tuple(ids.shape)} and {tuple(mask.shape)}")
+        vocab = logits.shape[-1]
+        nll = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1).long(), reduction="none",
+                              label_smoothing=self.label_smoothing)
+        weight = mask[:, 1:].reshape(-1).to(nll.dtype)
+        total, count = (nll * weight).sum(), weight.sum()
+        world, _ = _world()
+        if self.gather and world > 1:
+            count = count.detach().clone()
+            dist.all_reduce(count)
+            return total * world / count.clamp_min(1)
+        return total / count.clamp_min(1)
+
+
 # ----------------------------------------------------------------------------- suite and config
 
 class LossSuite(nn.Module):
@@ -531,6 +584,10 @@ class LossSuite(nn.Module):
     @property
     def needs_all_captions(self) -> bool:
         return self._flag("needs_all_captions")
+
+    @property
+    def needs_captions(self) -> bool:
+        return self._flag("needs_captions")
 
     def forward(self, out: ContrastiveOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         for name, module in self.terms.items():
