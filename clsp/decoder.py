@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, EncoderDecoderCache
 
 from clsp.config import DecoderConfig, portable_hf_config
 from clsp.errors import UserError, load_pretrained
@@ -33,14 +32,18 @@ from clsp.text import as_attention_mask, prepared_attention_mask
 from clsp.tokenizer import Tokens, load_tokenizer
 
 
-class FramesCache(EncoderDecoderCache):
+def frames_cache():
     """transformers' encoder-decoder KV cache, except that beam search reorders only its self-attention
     half. A clip's beams share their cross-attention keys and values (the frames never change), so
     reordering those, as transformers does, copies [B * beams, heads, T, d] per layer and step for
     nothing: a third of beam-3 generation time on the CPU (tools/bench.py caption_generate)."""
+    from transformers import DynamicCache, EncoderDecoderCache  # here, so importing clsp.model stays light
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.self_attention_cache.reorder_cache(beam_idx)
+    class FramesCache(EncoderDecoderCache):
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.self_attention_cache.reorder_cache(beam_idx)
+
+    return FramesCache(DynamicCache(), DynamicCache())
 
 
 # Parameter names of the cross-attention layers (GPT-2/BERT, BART); a frozen LM still trains these.
@@ -71,7 +74,33 @@ def _special_ids(tokenizer) -> dict[str, int]:
     return {"bos_token_id": int(bos), "eos_token_id": int(eos), "pad_token_id": int(tokenizer.pad_token_id)}
 
 
+def tokenize_captions(tokenizer, texts: Sequence[str], max_length: int) -> Tokens:
+    """Captions as decoder inputs: <bos> caption <eos>, right-padded, at most `max_length` tokens.
+
+    `tokenizer` is a decoder's (`CaptionDecoder.tokenizer`, through `prepare_tokenizer`); collate can
+    call this in data workers. A longer caption keeps its first `max_length` - 1 tokens after <bos>
+    and no <eos> (the decoder is never taught to stop where the caption did not end); `Tokens.cut`
+    marks it.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if not texts or bad:
+        raise ValueError(f"empty or non-string caption(s) at index {bad[:10]}" if bad else "no captions to tokenize")
+    special = _special_ids(tokenizer)
+    enc = tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt", verbose=False)
+    body, lengths = enc["input_ids"].long(), enc["attention_mask"].sum(1)
+    n, width = body.shape
+    ids = torch.full((n, width + 2), special["pad_token_id"], dtype=torch.long)
+    ids[:, 0] = special["bos_token_id"]
+    ids[:, 1 : width + 1] = body  # padded with the pad id already
+    ids[torch.arange(n), lengths + 1] = special["eos_token_id"]
+    mask = torch.arange(width + 2)[None] < (lengths + 2)[:, None]
+    return Tokens(ids[:, :max_length], mask[:, :max_length].long(), lengths + 2 > max_length)
+
+
 def _build_lm(cfg: DecoderConfig, ids: dict[str, int]) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     wiring = {"add_cross_attention": True, "is_decoder": True}
     if cfg.pretrained is not None:
         lm = load_pretrained("model.decoder.pretrained", cfg.pretrained,
@@ -125,25 +154,8 @@ class CaptionDecoder(nn.Module):
 
     # ------------------------------------------------------------- inputs
     def tokenize(self, texts: Sequence[str]) -> Tokens:
-        """Captions as decoder inputs: <bos> caption <eos>, right-padded, at most `max_length` tokens.
-
-        A longer caption keeps its first `max_length` - 1 tokens after <bos> and no <eos> (the decoder
-        is never taught to stop where the caption did not end); `Tokens.cut` marks it.
-        """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if not texts or bad:
-            raise ValueError(f"empty or non-string caption(s) at index {bad[:10]}" if bad else "no captions to tokenize")
-        enc = self.tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt", verbose=False)
-        body, lengths = enc["input_ids"].long(), enc["attention_mask"].sum(1)
-        n, width = body.shape
-        ids = torch.full((n, width + 2), self.special_ids["pad_token_id"], dtype=torch.long)
-        ids[:, 0] = self.special_ids["bos_token_id"]
-        ids[:, 1 : width + 1] = body  # padded with the pad id already
-        ids[torch.arange(n), lengths + 1] = self.special_ids["eos_token_id"]
-        mask = torch.arange(width + 2)[None] < (lengths + 2)[:, None]
-        limit = self.cfg.max_length
-        return Tokens(ids[:, :limit], mask[:, :limit].long(), lengths + 2 > limit)
+        """Captions as this decoder's inputs (`tokenize_captions` with its tokenizer and max_length)."""
+        return tokenize_captions(self.tokenizer, texts, self.cfg.max_length)
 
     def memory(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames bridged to the LM width (padding zeroed, so even nan there reaches nothing) + the prepared mask."""
@@ -182,7 +194,7 @@ class CaptionDecoder(nn.Module):
             # BartForCausalLM starts a self-attention-only cache, which breaks its cross-attention at the
             # second token; an explicit encoder-decoder cache works for every decoder.
             name = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
-            options.setdefault(name, FramesCache(DynamicCache(), DynamicCache()))
+            options.setdefault(name, frames_cache())
         out = self.lm.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=memory,
                                encoder_attention_mask=mask, use_cache=use_cache, **options)
         return out[:, 1:]

@@ -7,10 +7,10 @@
 `embed_audio` / `embed_text` are the differentiable batch-level calls the trainer uses;
 `encode_audio` / `encode_text` are the user-facing, no-grad calls that also take files,
 ragged lists and raw strings. Saving is a folder: config.json, model.safetensors and the
-tokenizer files and a model card (never pickle); a model with a caption decoder (`clsp.decoder`) adds
-its tokenizer in `decoder_tokenizer/` and generates captions with `caption`. Saving, loading (folders and hub ids, at any
+tokenizer files and a model card (never pickle). Saving, loading (folders and hub ids, at any
 revision) and `push_to_hub` are huggingface_hub's `PyTorchModelHubMixin`; clsp only says which files
-make a folder (`_save_pretrained`, `_from_pretrained`) and what the card shows.
+make a folder (`_save_pretrained`, `_from_pretrained`) and what the card shows. A model with a caption
+decoder (`clsp.decoder`) keeps that decoder's tokenizer in `decoder_tokenizer/` and captions with `caption`.
 """
 
 from __future__ import annotations

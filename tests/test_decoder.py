@@ -4,6 +4,7 @@ generation, saving and loading. Tiny random models only; nothing is downloaded."
 from __future__ import annotations
 
 import json
+import pickle
 import traceback
 
 import huggingface_hub
@@ -14,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from clsp import CLSPConfig, CLSPModel
 from clsp.config import DecoderConfig
-from clsp.decoder import CaptionDecoder
+from clsp.decoder import CaptionDecoder, tokenize_captions
 from clsp.errors import UserError
 from clsp.losses import CaptioningLoss, ContrastiveOutputs, GlobalInfoNCE, LossSuite
 from clsp.tiny import tiny_tokenizer
@@ -66,6 +67,10 @@ def test_tokenize_is_bos_caption_eos_right_padded(model):
     body = model.decoder.tokenizer(CAPTIONS[0], add_special_tokens=False)["input_ids"]
     assert tok.input_ids[0, 1 : len(body) + 1].tolist() == body
     assert not tok.cut.any()
+    # What collate would do in a data worker: the tokenizer travels alone (pickled), not the decoder.
+    worker_copy = pickle.loads(pickle.dumps(model.decoder.tokenizer))
+    again = tokenize_captions(worker_copy, CAPTIONS, model.config.decoder.max_length)
+    assert torch.equal(again.input_ids, tok.input_ids) and torch.equal(again.attention_mask, tok.attention_mask)
 
 
 def test_long_captions_are_cut_without_eos():

@@ -117,7 +117,7 @@ _TOKEN = re.compile(r"-l[rsc]b-|-r[rsc]b-|n't|'(?:s|re|ve|ll|d|m)\b|\d+(?:[,.]\d
 
 def simple_tokenize(text: str) -> str:
     """A Python approximation of `PTBTokenizer -lowerCase` with pycocoevalcap's punctuation removal."""
-    text = text.lower().replace("\n", " ")
+    text = " ".join(text.lower().split())
     text = re.sub(r"[()\[\]{}]", lambda m: _BRACKETS[m.group()], text)
     text = re.sub(r"(\w)n't\b", r"\1 n't", text)
     text = re.sub(r"(\w)'(s|re|ve|ll|d|m)\b", r"\1 '\2", text)
@@ -134,8 +134,9 @@ def _tokenized(predictions, references, tokenizer: str, java: str | None):
     if why is None:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        captions = {("ref", i): [{"caption": r} for r in refs] for i, refs in enumerate(references)}
-        captions.update({("pred", i): [{"caption": p}] for i, p in enumerate(predictions)})
+        # One line per caption: any line break inside one (\r, \u2028, ...) would shift every later line.
+        captions = {("ref", i): [{"caption": " ".join(r.split())} for r in refs] for i, refs in enumerate(references)}
+        captions.update({("pred", i): [{"caption": " ".join(p.split())}] for i, p in enumerate(predictions)})
         try:  # one JVM for references and predictions
             tokens = PTBTokenizer().tokenize(captions)
             return _split(tokens, tokens, "ptb (Stanford PTBTokenizer, as DCASE)")

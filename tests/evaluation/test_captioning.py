@@ -72,6 +72,13 @@ def test_simple_tokenizer_matches_the_ptb_tokenizer_on_captions():
 
 
 @needs_java
+def test_a_line_break_inside_a_caption_shifts_nothing():
+    result = caption_metrics(["a dog\rbarks", "rain\u2028falls"], [["a dog barks"], ["rain falls"]],
+                             metrics=["BLEU_1", "ROUGE_L"], tokenizer="ptb")
+    assert result["scores"] == pytest.approx({"BLEU_1": 1.0, "ROUGE_L": 1.0})
+
+
+@needs_java
 def test_all_metrics_with_java_and_spice_reported_honestly():
     predictions = ["a dog barks at the cat", "rain falls on a roof", "a man speaks"]
     references = [["the dog barks at a cat nearby", "a dog barks"], ["heavy rain falls on the roof", "rain on a roof"],
