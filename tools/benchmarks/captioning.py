@@ -21,6 +21,8 @@ def caption_generate() -> None:
     """CLSPModel.caption on 32 clips of 10 s, greedy and beam 3: captions/s with the KV cache vs without;
     and for beam 3, clsp's cache (self-attention reordered only) vs transformers' stock one."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":  # on a shared machine two threads' waits swing timings 10x; one thread stays steady
+        torch.set_num_threads(1)
     config = CLSPConfig.tiny("htsat")
     config.decoder = DecoderConfig(tokenizer="clsp:tiny-bpe", hf_config=DECODER)
     torch.manual_seed(0)
