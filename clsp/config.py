@@ -1,6 +1,7 @@
 """Model configuration: a plain dataclass tree that round-trips through JSON.
 
-`CLSPConfig` = an audio tower, a text tower and the projection heads. Each tower section names
+`CLSPConfig` = an audio tower, a text tower, the projection heads and, optionally, a caption decoder
+(`decoder`: None by default, and then left out of the JSON, so folders without one are unchanged). Each tower section names
 the class that runs it (`_target_`, an import path, as every component of a training config),
 so a config says what it builds. Presets for the tower pairs live in `configs/model/*.yaml` (the
 Hydra model group) and load with `CLSPConfig.preset(name)`; `CLSPConfig.tiny()` is the small
@@ -89,14 +90,35 @@ class HeadConfig:
 
 
 @dataclass
+class DecoderConfig:
+    """The caption decoder: a Hugging Face causal LM with cross-attention over the audio frames."""
+
+    pretrained: str | None = None  # hub id or folder of a causal LM (e.g. "gpt2"); None = random init from hf_config
+    hf_config: dict[str, Any] = field(default_factory=dict)  # needs "model_type" when pretrained is None
+    tokenizer: str | None = None  # defaults to `pretrained`; "clsp:tiny-bpe" = the offline tiny tokenizer
+    max_length: int = 64  # training caption tokens, <bos> and <eos> included; longer captions are cut
+    max_new_tokens: int = 30  # generation defaults, overridable per `caption()` call
+    num_beams: int = 1
+    gradient_checkpointing: bool = False
+    freeze: bool = False
+
+    @classmethod
+    def tiny(cls) -> DecoderConfig:
+        """A tiny random GPT-2 with the offline tiny tokenizer, for the demo and the tests."""
+        return cls(tokenizer="clsp:tiny-bpe", max_length=48, max_new_tokens=20, hf_config={
+            "model_type": "gpt2", "vocab_size": 1000, "n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 64})
+
+
+@dataclass
 class CLSPConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     text: TextConfig = field(default_factory=TextConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    decoder: DecoderConfig | None = None  # a caption decoder (CLSPModel.caption); None = a plain dual encoder
 
     def __post_init__(self) -> None:
         # Accept plain dicts for the sub-configs (from JSON or Hydra).
-        for name, cls in (("audio", AudioConfig), ("text", TextConfig), ("head", HeadConfig)):
+        for name, cls in (("audio", AudioConfig), ("text", TextConfig), ("head", HeadConfig), ("decoder", DecoderConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, _from_dict(cls, value, name))
@@ -119,16 +141,21 @@ class CLSPConfig:
                              f"({self.head.logit_scale_max:.4f}); raise logit_scale_max to keep the scale")
         if self.text.pretrained is None and "model_type" not in self.text.hf_config:
             raise ValueError("model.text.hf_config needs a 'model_type' when model.text.pretrained is null")
+        if self.decoder is not None:
+            _validate_decoder(self.decoder)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["decoder"] is None:  # a model without a decoder writes the same config.json as before
+            del data["decoder"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CLSPConfig:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown model config section(s) {sorted(unknown)}")
-        return cls(**{k: dict(v) for k, v in data.items()})
+        return cls(**{k: None if v is None else dict(v) for k, v in data.items()})
 
     @classmethod
     def preset(cls, name: str) -> CLSPConfig:
@@ -144,6 +171,14 @@ class CLSPConfig:
     def tiny(cls, audio: str = "whisper") -> CLSPConfig:
         """A tiny random tower pair for the demo and the tests (no downloads)."""
         return cls.preset(f"tiny_{audio}")
+
+
+def _validate_decoder(cfg: DecoderConfig) -> None:
+    if cfg.pretrained is None and "model_type" not in cfg.hf_config:
+        raise ValueError("model.decoder.hf_config needs a 'model_type' when model.decoder.pretrained is null")
+    require("model.decoder", "max_length", cfg.max_length, int, ge=2)
+    require("model.decoder", "max_new_tokens", cfg.max_new_tokens, int, ge=1)
+    require("model.decoder", "num_beams", cfg.num_beams, int, ge=1)
 
 
 _RUNTIME_KEYS = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype")

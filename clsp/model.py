@@ -9,7 +9,8 @@
 ragged lists and raw strings. Saving is a folder: config.json, model.safetensors and the
 tokenizer files and a model card (never pickle). Saving, loading (folders and hub ids, at any
 revision) and `push_to_hub` are huggingface_hub's `PyTorchModelHubMixin`; clsp only says which files
-make a folder (`_save_pretrained`, `_from_pretrained`) and what the card shows.
+make a folder (`_save_pretrained`, `_from_pretrained`) and what the card shows. A model with a caption
+decoder (`clsp.decoder`) keeps that decoder's tokenizer in `decoder_tokenizer/` and captions with `caption`.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ from clsp.audio import build_audio_tower, locate
 from clsp.card import MODEL_CARD, card_fields
 from clsp.clap import import_clap
 from clsp.config import CLSPConfig
+from clsp.decoder import CaptionDecoder
+from clsp.errors import UserError
 from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder, upgrade_state
 from clsp.processor import load_clips, pad_clips
 from clsp.tokenizer import Tokens, load_tokenizer, tokenize
 
 # Buffers that older/newer transformers versions add or drop; never a reason to fail a load.
 _IGNORABLE_KEYS = ("position_ids", "token_type_ids")
+DECODER_TOKENIZER_DIR = "decoder_tokenizer"  # the caption decoder's tokenizer, inside a model folder
 
 
 @dataclass
@@ -63,7 +67,7 @@ class CLSPModel(
     tags=["audio", "contrastive", "clap", "clsp"],
     model_card_template=MODEL_CARD,
 ):
-    def __init__(self, config: CLSPConfig, tokenizer=None):
+    def __init__(self, config: CLSPConfig, tokenizer=None, decoder_tokenizer=None):
         super().__init__()
         self.audio = build_audio_tower(config.audio)
         # A pretrained audio tower brings its own frontend settings (see clsp.audio.htsat).
@@ -80,6 +84,9 @@ class CLSPModel(
         self.logit_bias = None
         if config.head.logit_bias_init is not None:
             self.logit_bias = nn.Parameter(torch.tensor(float(config.head.logit_bias_init)))
+        self.decoder = None  # attends over the audio head's projected frames, hence `dim` wide inputs
+        if config.decoder is not None:
+            self.decoder = CaptionDecoder(config.decoder, dim, tokenizer=decoder_tokenizer)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -169,6 +176,23 @@ class CLSPModel(
             outs.append(self.embed_text(ids, mask, return_tokens=return_tokens))
         return _concat(outs, return_tokens)
 
+    @torch.no_grad()
+    def caption(self, audio, sample_rate: int | None = None, *, max_new_tokens: int | None = None,
+                num_beams: int | None = None, batch_size: int = 32, **generate_kwargs) -> list[str]:
+        """Captions for audio (the inputs `encode_audio` takes) from the caption decoder, through
+        transformers' `generate`: greedy, or beam search with `num_beams` > 1 (defaults: the config's
+        decoder section). Deterministic in eval mode (from_pretrained returns an eval-mode model)."""
+        if self.decoder is None:
+            raise UserError("this model has no caption decoder", "load or train a model whose config sets decoder")
+        clips = load_clips(audio, sample_rate, self.sample_rate)
+        captions: list[str] = []
+        for start in range(0, len(clips), batch_size):
+            wave, lengths = pad_clips(clips[start : start + batch_size], self.device)
+            frames = self.embed_audio(wave, lengths, return_tokens=True)
+            captions += self.decoder.caption(frames.tokens, frames.mask, max_new_tokens=max_new_tokens,
+                                             num_beams=num_beams, **generate_kwargs)
+        return captions
+
     @staticmethod
     def similarity(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """Cosine similarity matrix [N_audio, N_text] of (normalised) embeddings."""
@@ -200,9 +224,12 @@ class CLSPModel(
         # model_type: what transformers' AutoConfig / AutoModel dispatch on (registered in clsp.hf_auto).
         text = json.dumps({"model_type": "clsp", "clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
         write_text_atomic(save_directory / CONFIG_NAME, text)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tied = _tied_aliases(self)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k not in tied}
         write_atomic(save_directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         self.tokenizer.save_pretrained(str(save_directory))
+        if self.decoder is not None:
+            self.decoder.tokenizer.save_pretrained(str(save_directory / DECODER_TOKENIZER_DIR))
 
     def save_model_card(self, save_directory: str | os.PathLike, **card_kwargs) -> None:
         """(Re)write README.md in a saved folder, e.g. once the run's evaluation `results` exist."""
@@ -221,6 +248,8 @@ class CLSPModel(
         d = self.config.to_dict()
         d["audio"].update(pretrained=None, hf_config=self.audio.hf_config_dict())
         d["text"].update(pretrained=None, tokenizer=None, hf_config=self.text.hf_config_dict())
+        if self.decoder is not None:
+            d["decoder"].update(pretrained=None, tokenizer=None, hf_config=self.decoder.hf_config_dict())
         return CLSPConfig.from_dict(d)
 
     @classmethod
@@ -260,7 +289,9 @@ class CLSPModel(
         data = raw["clsp_config"]
         for section, values in overrides.items():
             data.setdefault(section, {}).update(values)
-        model = cls(CLSPConfig.from_dict(data), tokenizer=_load_folder_tokenizer(folder))
+        decoder_tokenizer = _load_folder_tokenizer(folder / DECODER_TOKENIZER_DIR) if data.get("decoder") else None
+        model = cls(CLSPConfig.from_dict(data), tokenizer=_load_folder_tokenizer(folder),
+                    decoder_tokenizer=decoder_tokenizer)
         model.load_weights(folder / WEIGHTS_NAME)
         return model.eval()
 
@@ -282,7 +313,8 @@ class CLSPModel(
         except RuntimeError as exc:  # a shape mismatch: name the first tensor, on one line
             first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
             raise ValueError(f"weights in {source} do not fit this model: {first}") from None
-        missing = [k for k in missing if not k.endswith(_IGNORABLE_KEYS)]
+        tied = _tied_aliases(self)
+        missing = [k for k in missing if not k.endswith(_IGNORABLE_KEYS) and k not in tied]
         unexpected = [k for k in unexpected if not k.endswith(_IGNORABLE_KEYS)]
         if missing or unexpected:
             raise ValueError(
@@ -310,6 +342,18 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     tokens = torch.cat([F.pad(o.tokens, (0, 0, 0, width - o.tokens.shape[1])) for o in outs])
     mask = torch.cat([F.pad(o.mask, (0, width - o.mask.shape[1])) for o in outs])
     return Embeddings(embeds, tokens, mask)
+
+
+def _tied_aliases(model: nn.Module) -> set[str]:
+    """State-dict keys naming a tensor an earlier key holds (a decoder's LM head tied to its embeddings):
+    saved once (safetensors refuses shared tensors) and loaded through the first name."""
+    first: set[int] = set()
+    aliases = set()
+    for key, value in model.state_dict(keep_vars=True).items():
+        if id(value) in first:
+            aliases.add(key)
+        first.add(id(value))
+    return aliases
 
 
 def _load_folder_tokenizer(folder: Path):

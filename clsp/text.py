@@ -58,7 +58,7 @@ class TextTower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         mask = attention_mask.bool()
-        out = self.encoder(input_ids=input_ids, attention_mask=_prepared_mask(self.encoder, attention_mask))
+        out = self.encoder(input_ids=input_ids, attention_mask=prepared_attention_mask(self.encoder, attention_mask))
         tokens = out.last_hidden_state
         if self.cfg.pooling == "pooler":
             pooled = out.pooler_output
@@ -70,19 +70,24 @@ class TextTower(nn.Module):
         return pooled, tokens, mask
 
 
-def _prepared_mask(encoder: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
+def prepared_attention_mask(encoder: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
     """The key-padding mask as the 4-D mask transformers takes as is, for eager and SDPA attention.
 
     Given a 2-D mask, transformers first asks `mask.all()` (to skip masking when nothing is padded):
     a host read, so a device sync per text batch. A prepared [N, 1, 1, L] mask skips that check;
     other attention kernels (flash, flex) get the 2-D mask unchanged.
     """
-    kind = getattr(encoder.config, "_attn_implementation", None)
-    mask = attention_mask.bool()
+    prepared = as_attention_mask(encoder, attention_mask.bool()[:, None, None, :])
+    return attention_mask if prepared is None else prepared
+
+
+def as_attention_mask(model: nn.Module, allowed: torch.Tensor) -> torch.Tensor | None:
+    """A 4-D bool mask (True = attend) as `model`'s attention takes it as is: bool for SDPA, additive
+    float for eager; None for other kernels (flash, flex), which take no 4-D mask."""
+    kind = getattr(model.config, "_attn_implementation", None)
     if kind == "sdpa":
-        return mask[:, None, None, :]  # bool, True = attend
+        return allowed
     if kind == "eager":
-        dtype = next(encoder.parameters()).dtype
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-            ~mask, torch.finfo(dtype).min)[:, None, None, :]
-    return attention_mask
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return None

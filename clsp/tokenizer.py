@@ -29,12 +29,12 @@ class Tokens:
         return int(self.cut.sum())
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, key: str = "model.text.tokenizer"):
     """A Hugging Face tokenizer by hub id or folder, or the offline tiny one."""
     if name == TINY_TOKENIZER:
         return tiny_tokenizer()
 
-    return load_pretrained("model.text.tokenizer", name, AutoTokenizer.from_pretrained)
+    return load_pretrained(key, name, AutoTokenizer.from_pretrained)
 
 
 def preprocess(texts: list[str], lowercase: bool = False, punctuation: str = "") -> list[str]:

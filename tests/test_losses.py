@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clsp.losses import (
+    CaptioningLoss,
     ContrastiveOutputs,
     GlobalInfoNCE,
     HardNegativeLoss,
@@ -289,4 +290,74 @@ def test_suite_reports_missing_inputs_by_term():
         suite(outputs(logit_bias=torch.tensor(-1.0)))
     suite = LossSuite({"sig": (SigLIPLoss(), 1.0)})
     with pytest.raises(ValueError, match="'sig'.*logit_bias"):
+        suite(outputs())
+
+
+# ----------------------------------------------------------------------------- captioning
+
+
+def ref_captioning(logits, ids, mask, smoothing: float) -> float:
+    """Plain loops: token t + 1 scored at position t, over real tokens only, smoothed as F.cross_entropy does."""
+    total, count = 0.0, 0
+    for b in range(ids.shape[0]):
+        for t in range(ids.shape[1] - 1):
+            if not mask[b, t + 1]:
+                continue
+            row = logits[b, t].tolist()
+            lse = math.log(sum(math.exp(x) for x in row))
+            logp = [x - lse for x in row]
+            target = int(ids[b, t + 1])
+            total += -(1 - smoothing) * logp[target] - smoothing * sum(logp) / len(logp)
+            count += 1
+    return total / count
+
+
+def caption_inputs(dtype=torch.float64, vocab: int = 11):
+    lengths = torch.tensor([6, 3, 5])  # <bos> ... <eos> per caption; the rest is padding
+    mask = torch.arange(6)[None] < lengths[:, None]
+    ids = torch.randint(0, vocab, (3, 6))
+    ids[~mask] = 1  # the pad id, which is also a real token id: only the mask tells them apart
+    logits = (3 * torch.randn(3, 6, vocab, dtype=dtype)).requires_grad_()
+    return logits, ids, mask
+
+
+def caption_outputs(logits, ids, mask) -> ContrastiveOutputs:
+    b = ids.shape[0]
+    return ContrastiveOutputs(unit(b, 4), unit(b, 4), torch.arange(b), torch.tensor(10.0),
+                              caption_logits=logits, caption_ids=ids, caption_mask=mask)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_captioning_matches_a_naive_reference_with_padding(smoothing):
+    logits, ids, mask = caption_inputs()
+    value = CaptioningLoss(label_smoothing=smoothing)(caption_outputs(logits, ids, mask))
+    assert value.dtype == torch.float64
+    assert value.item() == pytest.approx(ref_captioning(logits.detach(), ids, mask, smoothing), rel=1e-12)
+    value.backward()
+    padded = ~mask[:, 1:]  # positions whose next token is padding get no gradient; the last position never does
+    assert logits.grad[:, :-1][padded].abs().max() == 0 and logits.grad[:, -1].abs().max() == 0
+    assert logits.grad[:, :-1][~padded].abs().min() > 0
+
+
+def test_captioning_under_bf16_autocast_is_float32_and_close_to_float64():
+    logits, ids, mask = caption_inputs(vocab=1000)
+    exact = CaptioningLoss()(caption_outputs(logits, ids, mask)).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = CaptioningLoss()(caption_outputs(logits.detach().bfloat16(), ids, mask))
+    assert value.dtype == torch.float32
+    # bf16 logits themselves are ~0.4 % off; the loss adds no low-precision error on top of that
+    rounded = CaptioningLoss()(caption_outputs(logits.detach().bfloat16().double(), ids, mask)).item()
+    assert value.item() == pytest.approx(rounded, rel=1e-5) and value.item() == pytest.approx(exact, rel=1e-2)
+
+
+def test_captioning_inputs_are_checked():
+    logits, ids, mask = caption_inputs()
+    with pytest.raises(ValueError, match="caption_logits"):
+        CaptioningLoss()(caption_outputs(logits, ids[:, :4], mask))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        CaptioningLoss(label_smoothing=1.0)
+    suite = LossSuite({"caption": (CaptioningLoss(), 1.0)})
+    assert suite.needs_captions and not suite.needs_tokens
+    assert not LossSuite({"global": (GlobalInfoNCE(), 1.0)}).needs_captions
+    with pytest.raises(ValueError, match="caption_logits"):
         suite(outputs())

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from clsp.losses import ContrastiveOutputs, GlobalInfoNCE, MultiPositiveInfoNCE, SigLIPLoss
+from clsp.losses import CaptioningLoss, ContrastiveOutputs, GlobalInfoNCE, MultiPositiveInfoNCE, SigLIPLoss
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test` runs it, `pytest -m "not slow"` skips it
 
@@ -114,8 +114,36 @@ def _worker(rank: int, port: int) -> None:
                 mean = got.clone()
                 dist.all_reduce(mean)  # what DDP does with parameter gradients: average over ranks
                 torch.testing.assert_close(mean / WORLD, want, atol=1e-6, rtol=0, msg=f"{name}: {what} grad")
+        _check_captioning(rank)
     finally:
         dist.destroy_process_group()
+
+
+def _caption_inputs(rank: int | None):
+    """Decoder logits [n, L, V] per rank (rank=None: all rows) with unequal real-token counts per rank."""
+    g = torch.Generator().manual_seed(99)
+    lengths = torch.tensor([6, 2, 5, 3, 6, 4, 2])  # rank 0: rows 0-3 (16 tokens), rank 1: rows 4-6 (12)
+    logits = torch.randn(7, 6, 5, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 5, (7, 6), generator=g)
+    mask = torch.arange(6)[None] < lengths[:, None]
+    rows = slice(None) if rank is None else slice(sum(SIZES[:rank]), sum(SIZES[: rank + 1]))
+    return logits[rows].clone().requires_grad_(), ids[rows], mask[rows], rows
+
+
+def _check_captioning(rank: int) -> None:
+    results = []
+    for r, fn in ((rank, CaptioningLoss()), (None, CaptioningLoss(gather=False))):
+        logits, ids, mask, rows = _caption_inputs(r)
+        dummy = torch.zeros(ids.shape[0], DIM, dtype=torch.float64)
+        loss = fn(ContrastiveOutputs(dummy, dummy, torch.arange(ids.shape[0]), torch.tensor(1.0), caption_logits=logits,
+                                     caption_ids=ids, caption_mask=mask))
+        loss.backward()
+        results.append((loss.detach(), logits.grad, rows))
+    (loss, grad, rows), (ref_loss, ref_grad, _) = results
+    mean_loss = loss.clone()
+    dist.all_reduce(mean_loss)
+    torch.testing.assert_close(mean_loss / WORLD, ref_loss, atol=1e-9, rtol=0, msg="captioning: loss")
+    torch.testing.assert_close(grad, WORLD * ref_grad[rows], atol=1e-9, rtol=0, msg="captioning: logits grad")
 
 
 def _free_port() -> int:

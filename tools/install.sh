@@ -13,4 +13,4 @@ if ! $python -c "import torch" 2>/dev/null; then
     $python -m pip install -q "torch==2.13.0" ${CLSP_TORCH_INDEX:+--index-url "$CLSP_TORCH_INDEX"}
   fi
 fi
-$python -m pip install -q -e ".[dev,tensorboard,wandb,onnx]"
+$python -m pip install -q -e ".[dev,tensorboard,wandb,onnx,caption]"

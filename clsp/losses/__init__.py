@@ -29,6 +29,7 @@ several processes gather.
 """
 
 from clsp.losses.base import ContrastiveOutputs
+from clsp.losses.captioning import CaptioningLoss
 from clsp.losses.contrastive import GlobalInfoNCE, MultiPositiveInfoNCE, SigLIPLoss
 from clsp.losses.gather import gather_with_grad
 from clsp.losses.negatives import HardNegativeLoss
@@ -42,6 +43,7 @@ __all__ = [
     "MultiPositiveInfoNCE",
     "TokenInfoNCE",
     "HardNegativeLoss",
+    "CaptioningLoss",
     "LossSuite",
     "gather_with_grad",
 ]

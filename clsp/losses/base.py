@@ -26,6 +26,10 @@ class ContrastiveOutputs:
     text_mask: Tensor | None = None  # [B, Tt] bool, True = valid token
     negative_text: Tensor | None = None  # [B, D] normalised hard-negative caption per clip
     has_negative: Tensor | None = None  # [B] bool, False where the clip has no negative
+    # The caption decoder's teacher-forced pass (CLSPModel.decoder), for CaptioningLoss:
+    caption_logits: Tensor | None = None  # [B, L, V] logits; position t scores token t + 1
+    caption_ids: Tensor | None = None  # [B, L] int64 the decoder's input ids (<bos> caption <eos>, right padded)
+    caption_mask: Tensor | None = None  # [B, L] True/1 = a real token (padding is told apart by this, never by id)
 
     @property
     def batch_size(self) -> int:
@@ -80,6 +84,7 @@ class Objective(nn.Module):
     needs_tokens: ClassVar[bool] = False
     needs_negatives: ClassVar[bool] = False
     needs_all_captions: ClassVar[bool] = False
+    needs_captions: ClassVar[bool] = False  # the trainer runs the caption decoder
 
     def missing_inputs(self, out: ContrastiveOutputs) -> list[str]:
         return [f for f in self.requires if getattr(out, f) is None]

@@ -43,6 +43,10 @@ class LossSuite(nn.Module):
     def needs_all_captions(self) -> bool:
         return self._flag("needs_all_captions")
 
+    @property
+    def needs_captions(self) -> bool:
+        return self._flag("needs_captions")
+
     def forward(self, out: ContrastiveOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         for name, module in self.terms.items():
             missing = [f for f in getattr(module, "requires", ()) if getattr(out, f) is None]
