@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 
+from clsp.data.samples import read_samples
 from clsp.data.table import is_table
 from clsp.data.table_cache import default_cache_root, materialize
 from clsp.data.urls import expand_urls, is_shard_spec
 from clsp.errors import ArgumentParser, UserError, entry_point
 from clsp.evaluation import report as rep
 from clsp.evaluation.catalog import fingerprint, fold_name, load_official, parse_official_spec, with_labels
-from clsp.evaluation.clips import Skips, shard_clips
+from clsp.evaluation.clips import Clip, Skips, shard_clips
 from clsp.evaluation.embed import EmbeddingCache
 from clsp.evaluation.metrics import RetrievalRanks
 from clsp.evaluation.official import OfficialSet
@@ -173,6 +174,23 @@ def _cached_table_input(args, skips: Skips) -> Evaluation:
                       info={"table_cache": str(got.folder)})
 
 
+def _cached_label_clips(args, skips: Skips) -> list[Clip]:
+    """Labelled clips of a table read through the table cache (its --split part when split): the label
+    column travels as an attribute of each sample."""
+    if not args.label_column:
+        raise ValueError("a table read through the table cache needs --label-column")
+    split = (args.split or "test") if (args.table_split or args.split_column) else None
+    options = {"audio_column": args.audio_column, "audio_root": args.audio_root}
+    got = materialize(args.data, default_cache_root(), split=split, fractions=args.table_split,
+                      split_column=args.split_column, attribute_columns=[args.label_column],
+                      short_columns=[args.label_column], **{k: v for k, v in options.items() if v})
+    skips.update(got.skipped)
+    skips.examples += got.examples
+    return [Clip(key=str(s.key), audio=s.audio, sample_rate=s.sample_rate, frames=len(s.audio),
+                 label=str(s.attributes[args.label_column]), line=i)
+            for i, s in enumerate(read_samples(str(got.folder))) if s.attributes.get(args.label_column) is not None]
+
+
 def _zeroshot_input(args, found: OfficialSet | None) -> Evaluation:
     """Zero-shot data: an official classification set (a label attribute, a fold) or a label table."""
     if found is not None:
@@ -195,8 +213,9 @@ def _zeroshot_input(args, found: OfficialSet | None) -> Evaluation:
         if is_shard_spec(args.data):
             raise ValueError(f"zeroshot needs a table (.csv/.tsv/.jsonl/.json), not shards: {args.data}")
         skips = Skips()
-        clips = load_label_table(args.data, audio_column=args.audio_column, label_column=args.label_column,
-                                 audio_root=args.audio_root, skips=skips)
+        clips = _cached_label_clips(args, skips) if _through_cache(args) else load_label_table(
+            args.data, audio_column=args.audio_column, label_column=args.label_column, audio_root=args.audio_root,
+            skips=skips)
         ev = Evaluation("zeroshot", lambda: clips, data_fingerprint(args.data, clips, audio_column=args.audio_column,
                         label_column=args.label_column), sorted({c.label for c in clips}),
                         args.template or list(DEFAULT_TEMPLATES), skips=skips)
