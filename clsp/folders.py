@@ -65,3 +65,15 @@ def upgrade_state(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
                 key = prefix + new + key[len(prefix + old):]
         out[key] = value
     return out
+
+
+def tied_aliases(model: Any) -> set[str]:
+    """State-dict keys naming a tensor an earlier key holds (a decoder's LM head tied to its embeddings):
+    saved once (safetensors refuses shared tensors) and loaded through the first name."""
+    first: set[int] = set()
+    aliases = set()
+    for key, value in model.state_dict(keep_vars=True).items():
+        if id(value) in first:
+            aliases.add(key)
+        first.add(id(value))
+    return aliases

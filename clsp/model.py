@@ -37,9 +37,18 @@ from clsp.clap import import_clap
 from clsp.config import CLSPConfig
 from clsp.decoder import CaptionDecoder
 from clsp.errors import UserError
-from clsp.folders import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_folder, upgrade_state
-from clsp.processor import load_clips, pad_clips
+from clsp.folders import (
+    CARD_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    read_config,
+    resolve_folder,
+    tied_aliases,
+    upgrade_state,
+)
+from clsp.processor import load_clips, pad_clips, split_windows
 from clsp.tokenizer import Tokens, load_tokenizer, tokenize
+from clsp.zeroshot import DEFAULT_TEMPLATE, zero_shot
 
 # Buffers that older/newer transformers versions add or drop; never a reason to fail a load.
 _IGNORABLE_KEYS = ("position_ids", "token_type_ids")
@@ -144,22 +153,54 @@ class CLSPModel(
         audio,
         sample_rate: int | None = None,
         *,
+        long: str = "crop",
         return_tokens: bool = False,
         batch_size: int = 32,
     ) -> torch.Tensor | Embeddings:
-        """Embed audio: a float tensor [N, T], a list of 1-D arrays/tensors, or a list of file paths.
+        """Embed audio: a tensor [N, T], a list of 1-D arrays/tensors, or a list of file paths.
 
-        `sample_rate` is the rate of in-memory audio (default: the tower's); files carry their
-        own. Everything is resampled to the tower's rate. Returns L2-normalised [N, D], or
-        Embeddings with frame features when `return_tokens=True`. Call `model.eval()` first
-        for deterministic crops (from_pretrained returns an eval-mode model).
+        Samples are floats in [-1, 1] or integer PCM (int16 etc., scaled to [-1, 1]). `sample_rate` is
+        the rate of in-memory audio (default: the tower's); files carry their own. Everything is
+        resampled to the tower's rate. Returns L2-normalised [N, D], or Embeddings with frame features
+        when `return_tokens=True`. Call `model.eval()` first for deterministic crops (from_pretrained
+        returns an eval-mode model).
+
+        Clips longer than the tower's window (`window_seconds`: HTSAT 10 s, Whisper 30 s):
+        `long="crop"` leaves them to the tower, as in training: HTSAT embeds the centre window (a random
+        one in train mode), or with fusion (`truncation: fusion`) a shrunk view of the whole clip plus
+        three windows; Whisper embeds the first window. `long="window"` embeds every window of the clip
+        (the last one ending at its end) and averages them, which covers all of a long recording.
         """
+        if long not in ("crop", "window"):
+            raise ValueError(f"long must be 'crop' or 'window', got {long!r}")
         clips = load_clips(audio, sample_rate, self.sample_rate)
+        if long == "window":
+            if return_tokens:
+                raise ValueError("return_tokens=True needs long='crop': averaged windows have no single frame sequence")
+            windows, owner = split_windows(clips, round(self.window_seconds * self.sample_rate))
+            embeds = self.encode_audio(windows, self.sample_rate, batch_size=batch_size)
+            sums = embeds.new_zeros(len(clips), embeds.shape[1]).index_add_(0, torch.tensor(owner, device=embeds.device),
+                                                                             embeds)
+            return F.normalize(sums, dim=-1)
         outs = []
         for start in range(0, len(clips), batch_size):
             wave, lengths = pad_clips(clips[start : start + batch_size], self.device)
             outs.append(self.embed_audio(wave, lengths, return_tokens=return_tokens))
         return _concat(outs, return_tokens)
+
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of audio the audio tower reads at once (its frontend's window)."""
+        frontend = getattr(self.audio, "frontend", None)
+        samples = getattr(frontend, "max_samples", None)
+        return samples / self.sample_rate if samples else self.config.audio.max_seconds
+
+    def zero_shot(self, audio, labels: Sequence[str], template: str | Sequence[str] = DEFAULT_TEMPLATE,
+                  sample_rate: int | None = None, *, long: str = "crop") -> torch.Tensor:
+        """[N clips, C labels] probabilities (rows sum to 1): softmax of the model's logit scale times the
+        cosine of each clip to each label's prompt, "This is a sound of {}." by default (a list of templates
+        is averaged; "car_horn" reads "car horn"); the ranking `clsp.eval zeroshot` uses. See `clsp.zeroshot`."""
+        return zero_shot(self, audio, labels, template, sample_rate, long=long)
 
     @torch.no_grad()
     def encode_text(
@@ -222,9 +263,9 @@ class CLSPModel(
 
         config = self.portable_config()
         # model_type: what transformers' AutoConfig / AutoModel dispatch on (registered in clsp.hf_auto).
-        text = json.dumps({"model_type": "clsp", "clsp_config": config.to_dict(), "clsp_version": _version()}, indent=2)
+        text = json.dumps({"model_type": "clsp", "clsp_config": config.to_dict(), "clsp_version": __version__}, indent=2)
         write_text_atomic(save_directory / CONFIG_NAME, text)
-        tied = _tied_aliases(self)
+        tied = tied_aliases(self)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k not in tied}
         write_atomic(save_directory / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         self.tokenizer.save_pretrained(str(save_directory))
@@ -313,7 +354,7 @@ class CLSPModel(
         except RuntimeError as exc:  # a shape mismatch: name the first tensor, on one line
             first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
             raise ValueError(f"weights in {source} do not fit this model: {first}") from None
-        tied = _tied_aliases(self)
+        tied = tied_aliases(self)
         missing = [k for k in missing if not k.endswith(_IGNORABLE_KEYS) and k not in tied]
         unexpected = [k for k in unexpected if not k.endswith(_IGNORABLE_KEYS)]
         if missing or unexpected:
@@ -344,27 +385,9 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     return Embeddings(embeds, tokens, mask)
 
 
-def _tied_aliases(model: nn.Module) -> set[str]:
-    """State-dict keys naming a tensor an earlier key holds (a decoder's LM head tied to its embeddings):
-    saved once (safetensors refuses shared tensors) and loaded through the first name."""
-    first: set[int] = set()
-    aliases = set()
-    for key, value in model.state_dict(keep_vars=True).items():
-        if id(value) in first:
-            aliases.add(key)
-        first.add(id(value))
-    return aliases
-
-
 def _load_folder_tokenizer(folder: Path):
 
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as exc:
         raise ValueError(f"cannot load the tokenizer saved in {folder}: {exc}") from exc
-
-
-def _version() -> str:
-
-    return __version__
-

@@ -4,7 +4,8 @@
     python -m clsp.train recipe=fusionaudio data.train='/data/fa/train-{000000..000511}.tar' trainer.devices=8
     python -m clsp.train recipe=demo resume=latest         # continue the newest demo run
     python -m clsp.train recipe=demo --print-config        # the resolved config (YAML), then exit
-    python -m clsp.train --recipes                         # list recipes
+    python -m clsp.train --recipes                         # list recipes, one line on each
+    python -m clsp.train recipe=demo --verbose             # Lightning's own output too (tips, summaries)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clsp.errors import DEBUG_ENV, ConfigError, entry_point
-from clsp.training.compose import available_recipes, compose_config
+from clsp.training.compose import available_recipes, compose_config, recipe_descriptions
+
+VERBOSE_FLAG = "--verbose"  # every process reads it: Lightning's launcher and torchrun repeat the command line
 
 
 def explicit_model_keys(argv: list[str], cfg: DictConfig) -> dict[str, dict]:
@@ -53,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--debug (or {DEBUG_ENV}=1) shows the traceback of a user error too")
         return 0
     if argv and argv[0] == "--recipes":
-        print("\n".join(available_recipes()))
+        descriptions = recipe_descriptions()
+        width = max(map(len, descriptions))
+        print("\n".join(f"{name:<{width}}  {text}".rstrip() for name, text in descriptions.items()))
         return 0
     print_config = "--print-config" in argv
-    argv = [a for a in argv if a != "--print-config"]
+    verbose = VERBOSE_FLAG in argv
+    argv = [a for a in argv if a not in ("--print-config", VERBOSE_FLAG)]
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ConfigError(f"arguments must be key=value overrides, got {' '.join(bad)!r}",
@@ -72,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if not torch.cuda.is_available():  # else Lightning's traceback, after the run folder is made
             raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here",
-                              "add trainer=cpu (or trainer.accelerator=cpu), or run where a GPU is visible")
+                              "use trainer.accelerator=auto (the CPU here) or cpu, or run where a GPU is visible")
+    from clsp.training.console import quiet
     from clsp.training.runner import format_results, train  # Lightning and torch: seconds to import
 
+    quiet(verbose)
     # A DataError (too many bad samples) exits 1 with its line, via entry_point.
     results = train(cfg, model_overrides=explicit_model_keys(argv, cfg))
     if results:

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "clsp.validate")),
     ("config", ("clsp.config",)),
     ("towers and tokenizer", ("clsp.tiny", "clsp.tokenizer", "clsp.text", "clsp.audio", "clsp.clap", "clsp.processor",
-                              "clsp.card", "clsp.decoder")),
+                              "clsp.card", "clsp.decoder", "clsp.zeroshot")),
     ("model and losses", ("clsp.model", "clsp.losses", "clsp.hf_auto", "clsp.flops")),
     ("converters, data, loading", ("clsp.convert", "clsp.data", "clsp.loading")),
     ("evaluation", ("clsp.evaluation",)),

@@ -3,6 +3,7 @@ checks its own values; the data module (`_target_`) builds the loaders from it a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,19 @@ from omegaconf import MISSING
 
 from clsp.data.captions import CAPTION_CHOICES, CAPTION_POLICIES, EVAL_CAPTIONS, CaptionSchedule
 from clsp.validate import require
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. under SLURM or taskset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers(processes: int = 1) -> int:
+    """Loader workers per process for `data.num_workers: null`: the CPUs shared by the `processes` on this
+    machine, one kept for the training process itself, at most 8 (more rarely helps decoding keep up)."""
+    return max(0, min(8, available_cpus() // max(1, processes) - 1))
 
 
 @dataclass
@@ -71,7 +85,7 @@ class DataConfig:
     # Reading.
     batch_size: int = 32
     val_batch_size: int | None = None  # null = batch_size
-    num_workers: int = 2
+    num_workers: int | None = None  # null = what the machine has: min(8, CPUs per process - 1) (default_workers)
     epoch_mode: bool = True  # false: an endless resampled stream, samples_per_epoch a pass
     samples_per_epoch: int | None = None
     shuffle_buffer: int = 1000
@@ -88,6 +102,8 @@ class DataConfig:
         require("data", "val_caption_policy", self.val_caption_policy, choices=EVAL_CAPTIONS)
         require("data", "batch_size", self.batch_size, int, ge=1)
         require("data", "val_batch_size", self.val_batch_size, int, ge=1, null=True)
+        if self.num_workers is None:  # one process here; a multi-process run divides the CPUs (clsp.training.fit)
+            self.num_workers = default_workers()
         require("data", "num_workers", self.num_workers, int, ge=0)
         require("data", "prefetch_factor", self.prefetch_factor, int, ge=1)
         require("data", "samples_per_epoch", self.samples_per_epoch, int, ge=1, null=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from clsp.evaluation.clips import Clip, as_clips
 from clsp.evaluation.embed import EmbeddingCache, encode_clips, encode_texts
 from clsp.evaluation.metrics import zeroshot_metrics
+from clsp.zeroshot import check_templates, label_embeddings
 
 __all__ = [
     "DEFAULT_TEMPLATES", "check_templates", "class_embeddings", "evaluate_zeroshot", "fold_accuracies", "label_targets",
@@ -23,34 +23,13 @@ __all__ = [
 DEFAULT_TEMPLATES = ("This is a sound of {label}.",)
 
 
-def _prompt_label(label: str) -> str:
-    # ESC-50 style names ("chirping_birds") read as words in a prompt.
-    return label.replace("_", " ")
-
-
 def class_embeddings(
     model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
 ) -> torch.Tensor:
-    """[C, D]: each class's prompts (one per template) encoded, averaged, renormalised."""
-    if not class_names:
-        raise ValueError("the label list is empty")
-    check_templates(templates)
-    prompts = [t.format(label=_prompt_label(c)) for c in class_names for t in templates]
-    emb = encode_texts(model, prompts, batch_size).view(len(class_names), len(templates), -1)
-    return F.normalize(emb.mean(1), dim=-1)
-
-
-def check_templates(templates: Sequence[str]) -> None:
-    """Every template must be a format string with one {label} field."""
-    if not templates:
-        raise ValueError("at least one prompt template is needed")
-    for t in templates:
-        if "{label}" not in t:
-            raise ValueError(f"template {t!r} has no {{label}} placeholder")
-        try:
-            t.format(label="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"template {t!r} is not a valid format string with only {{label}}: {exc!r}") from None
+    """[C, D]: each class's prompts (one per template) encoded, averaged, renormalised: the prompts and
+    ranking of `CLSPModel.zero_shot` (`clsp.zeroshot.label_embeddings`), through the evaluation's encoder."""
+    return label_embeddings(model, class_names, templates,
+                            encode=lambda prompts: encode_texts(model, prompts, batch_size))
 
 
 def read_labels(path: str) -> list[str]:

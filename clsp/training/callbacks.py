@@ -9,10 +9,6 @@
   `state_dict`, the raw weights in `current_model_state`) and swaps it in for validation; `EMA`
   only keeps the average on the training device.
 
-`RichProgressBar` is Lightning's, without the negative epoch total ("Epoch 5/-2") it shows when
-epochs are unbounded, as in every `max_steps` run (fixed upstream in Lightning PR #21924, not yet in
-a release).
-
 The callback order is fixed by Lightning (checkpoint callbacks last), so a checkpoint taken after
 an optimizer step already holds that step's EMA update; the logit-scale clamp happens inside the
 step itself (`CLSPTrainingModule.optimizer_step`).
@@ -28,7 +24,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
 LAST = "last.ckpt"
@@ -103,17 +98,6 @@ class RandomState(L.Callback):
                 torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class RichProgressBar(callbacks.RichProgressBar):
-    """Lightning's rich progress bar; "Epoch 5" rather than "Epoch 5/-2" when `max_epochs` is -1."""
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        description = f"Epoch {current_epoch}"
-        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
-            description += f"/{self.trainer.max_epochs - 1}"
-        # As wide as the validation bar's description, so the two do not flicker.
-        return f"{description:{len(self.validation_description)}}"
-
-
 def checkpoint_callbacks(folder: str | Path, every_n_steps: int, has_val: bool) -> list[ModelCheckpoint]:
     """`last.ckpt` every `every_n_steps` optimizer steps (and at the end); `best.ckpt` on a new best mAP@10."""
     callbacks = [AtomicModelCheckpoint(
@@ -124,5 +108,8 @@ def checkpoint_callbacks(folder: str | Path, every_n_steps: int, has_val: bool) 
         callbacks.append(AtomicModelCheckpoint(
             dirpath=str(folder), filename=Path(BEST).stem, monitor=MONITOR, mode="max", save_top_k=1,
             auto_insert_metric_name=False, enable_version_counter=False,
+            # Decided when validation ends, where MONITOR is logged; at an epoch's end without validation
+            # Lightning would warn that it is missing.
+            save_on_train_epoch_end=False,
         ))
     return callbacks

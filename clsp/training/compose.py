@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
+    InterpolationKeyError,
     OmegaConfBaseException,
     ValidationError,
 )
@@ -38,31 +39,47 @@ RENAMED = {
     "optim.warmup_steps": "optim.scheduler.warmup_steps",
     "optim.schedule": "optim.scheduler.schedule",
     "optim.min_lr_ratio": "optim.scheduler.min_lr_ratio",
-    "caption_schedule": "data.caption_schedule",
     "trainer.progress_bar": "trainer.enable_progress_bar",
-    "logger.wandb_project": "logger.wandb.project",
-    "logger.wandb_offline": "logger.wandb.offline",
     "model.audio.tower": "model.audio._target_",
     "data.text_lowercase": "model.text.lowercase",
     "data.max_text_length": "model.text.max_length",
 }
-_RENAMED_PATTERNS = ((re.compile(r"^loss\.[^.]+\.name$"), "loss.<term>._target_"),
-                     (re.compile(r"^loss\.[^.]+\.caption_schedule(\..*)?$"), "data.caption_schedule"))
+# Old names by pattern; the new name may use the pattern's groups (\1).
+_RENAMED_PATTERNS = ((re.compile(r"^loss\.([^.]+)\.name$"), r"loss.\1._target_"),
+                     (re.compile(r"^loss\.[^.]+\.caption_schedule(\..*)?$"), r"data.caption_schedule\1"),
+                     (re.compile(r"^caption_schedule(\..*)?$"), r"data.caption_schedule\1"),
+                     (re.compile(r"^logger\.wandb_(\w+)$"), r"logger.wandb.\1"))
+
+
+def renamed_to(key: str) -> str | None:
+    """The current name of a key renamed since an earlier version, or None."""
+    if key in RENAMED:
+        return RENAMED[key]
+    match = next((m for m in (p.match(key) for p, _ in _RENAMED_PATTERNS) if m), None)
+    return match.expand(dict(_RENAMED_PATTERNS)[match.re]) if match else None
 
 
 def check_renamed(overrides: list[str]) -> None:
     """A one-line error for an override that names a key by its old name."""
     for item in overrides:
         key = item.partition("=")[0].lstrip("+~")
-        new = RENAMED.get(key) or next((n for p, n in _RENAMED_PATTERNS if p.match(key)), None)
-        if new is None and key.startswith("caption_schedule."):
-            new = "data.caption_schedule"
+        new = renamed_to(key)
         if new is not None:
             raise ConfigError(f"{key} was renamed to {new}", f"write {new}=... instead")
 
 
 def available_recipes() -> list[str]:
     return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def recipe_descriptions() -> dict[str, str]:
+    """Each recipe's one-line description: the first comment line of its file after `# @package`."""
+    out = {}
+    for name in available_recipes():
+        lines = (recipe_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        comments = [ln.lstrip("#").strip() for ln in lines if ln.startswith("#") and "@package" not in ln]
+        out[name] = next((c for c in comments if c), "")
+    return out
 
 
 _BRACES = re.compile(r"\{[^{}:]*(\.\.|,)[^{}:]*\}")
@@ -121,7 +138,14 @@ def compose_config(overrides: list[str], *, allow_missing: bool = False) -> Dict
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="clsp"):
             cfg = compose(config_name="train", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise _hydra_error(exc) from None
+    finally:
+        GlobalHydra.instance().clear()
+    try:
         OmegaConf.resolve(cfg)
+    except InterpolationKeyError as exc:
+        raise _interpolation_error(cfg, exc) from None
     except (HydraException, OmegaConfBaseException) as exc:
         raise _hydra_error(exc) from None
     finally:
@@ -190,6 +214,24 @@ def check_sections(cfg: TrainConfig) -> None:
                           f"set data.hard_negatives={str(losses.needs_negatives).lower()}")
 
 
+def _interpolation_error(cfg: DictConfig, exc: InterpolationKeyError) -> ConfigError:
+    """A `${key}` that points at nothing, named with the settings that refer to it."""
+    found = re.search(r"Interpolation key '([^']+)'", str(exc))
+    target = found.group(1) if found else "?"
+    flat = _leaves(OmegaConf.to_container(cfg, resolve=False))
+    users = [key for key, value in flat.items() if isinstance(value, str) and "${" + target in value]
+    if not users:
+        return ConfigError(f"${{{target}}} refers to a setting that is not there", f"set {target}")
+    return ConfigError(f"{', '.join(users)} refer{'s' if len(users) == 1 else ''} to ${{{target}}}, which is not set",
+                       f"give {' '.join(u + '=...' for u in users)} yourself, or set {target}")
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
 def _hydra_error(exc: Exception) -> ConfigError:
     """Hydra's multi-line message as one line: the problem, then its own hint or the choices."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
@@ -225,6 +267,8 @@ def _schema_error(exc: Exception) -> ConfigError | None:
         wanted = next((words for name, words in _TYPE_WORDS.items() if f"converted to {name}" in first), None)
         return ConfigError(what, f"give {wanted}" if wanted else first)
     key = getattr(cause, "key", None) or full_key.rsplit(".", 1)[-1]
+    if renamed_to(full_key):  # an old name in a recipe or config file
+        return ConfigError(f"{full_key} was renamed to {renamed_to(full_key)}", f"write {renamed_to(full_key)} instead")
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
     node = getattr(cause, "parent_node", None) or getattr(cause, "object", None)
     known: list[str] = []

@@ -110,8 +110,10 @@ class CLSPTrainingModule(L.LightningModule):
         if joined is None:
             return
         metrics, _ = retrieval_scores(*joined)
-        self.log_dict({f"val/{k}": float(v) for k, v in metrics.items()})
-        self.log("val_mAP@10", float(metrics["mAP@10"]), prog_bar=True, logger=False)
+        # sync_dist: the values are already equal, but Lightning asks for it on epoch-level logs (and warns
+        # per key without it); one small all-reduce per validation, a no-op on one process.
+        self.log_dict({f"val/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
+        self.log("val_mAP@10", float(metrics["mAP@10"]), prog_bar=True, logger=False, sync_dist=True)
 
     def _gather(self, parts: list[PairEmbeddings]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """All ranks' (audio, text, caption_to_clip), rank-major, with clip indices made global."""

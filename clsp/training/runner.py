@@ -18,7 +18,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from clsp.atomic import write_text_atomic
@@ -32,13 +31,15 @@ from clsp.evaluation.clips import Skips, shard_clips
 from clsp.evaluation.retrieval import evaluate_retrieval
 from clsp.loading import load_model, model_from_checkpoint
 from clsp.model import CLSPModel
-from clsp.training.callbacks import BEST, EMA, LAST, RandomState, RichProgressBar, checkpoint_callbacks
+from clsp.training.callbacks import BEST, EMA, LAST, RandomState, checkpoint_callbacks
 from clsp.training.checkpoint import latest_checkpoint
 from clsp.training.components import build_losses, component_class, instantiate
 from clsp.training.compose import typed_config
 from clsp.training.counters import DataCounters
+from clsp.training.fit import fit_machine, fit_to_data, world_size
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
 from clsp.training.module import CLSPTrainingModule
+from clsp.training.progress import output_callbacks
 from clsp.training.schema import CLSP_ONLY, TrainConfig
 from clsp.training.throughput import ThroughputCallback
 
@@ -82,7 +83,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> DataConfig:
             try:
                 parse_sources(spec)
             except (FileNotFoundError, ValueError) as exc:
-                raise ConfigError(f"data.{split}: {exc}") from None
+                raise ConfigError(f"data.{split}: {exc}", f"check the path given as data.{split} (shards: a folder, "
+                                  ".tar or brace pattern; or a csv/tsv/jsonl/parquet table)") from None
     return data
 
 
@@ -135,9 +137,7 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
     if t.ema_decay:
         callbacks.append(EMA(decay=t.ema_decay))
     callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t.callbacks.items()]
-    # clsp's rich bar unless a bar comes from trainer.callbacks.
-    if t.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-        callbacks.append(RichProgressBar())
+    callbacks += output_callbacks(t.enable_progress_bar, callbacks)  # unless trainer.callbacks has a bar
     loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
     kwargs: dict[str, Any] = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in CLSP_ONLY}
     if kwargs["max_steps"] is None:
@@ -166,9 +166,10 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
     # and Lightning's own use of a deprecated torch pytree name.
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    cfg = typed_config(raw)
-    losses = build_losses(cfg.loss)
+    auto_workers = OmegaConf.select(raw, "data.num_workers") is None
     launch = detect()
+    cfg = fit_machine(typed_config(raw), auto_workers, external=launch.external)
+    losses = build_losses(cfg.loss)
     start_process_group(launch, cfg.trainer.accelerator)
 
     def resolve_and_prepare() -> tuple[Path, str | None, DataConfig]:
@@ -178,7 +179,8 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
     # Lightning starts later find the data built and the tables cached).
     folder, resume_ckpt, data = once(launch, resolve_and_prepare,
                                      fallback=lambda: (*run_folder(cfg, launch), prepare_data(cfg, progress=False)))
-    cfg = dataclasses.replace(cfg, data=data)
+    cfg = fit_to_data(dataclasses.replace(cfg, data=data), launch.world_size if launch.external else world_size(cfg.trainer),
+                      auto_workers)
     if resume_ckpt:  # a resumed run's checkpoints/ holds the run's own files, as it should
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)

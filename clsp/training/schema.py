@@ -33,7 +33,8 @@ from clsp.resources import recipe_dir
 from clsp.training.optim import SCHEDULES
 from clsp.validate import require
 
-PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+# "auto": bf16-mixed on a GPU that has bf16, else 32-true (clsp.training.fit picks per device).
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")
 
@@ -65,7 +66,7 @@ class OptimConfig:
 class TrainerConfig:
     """Lightning Trainer arguments (passed through by name) plus the clsp-only keys in `CLSP_ONLY`."""
 
-    accelerator: str = "cpu"
+    accelerator: str = "cpu"  # "auto": a GPU where CUDA sees one, else the CPU (clsp.training.fit)
     devices: Any = 1  # an int, "auto", -1 (all), or a list / "0,1" of ids
     num_nodes: int = 1
     strategy: str = "auto"

@@ -153,19 +153,6 @@ def test_trainer_loggers_and_callbacks_are_built_from_targets(tmp_path):
         build_trainer(bad, tmp_path, has_val=False)
 
 
-@pytest.mark.parametrize(("max_epochs", "shown"), [(-1, "Epoch 5"), (10, "Epoch 5/9"), (None, "Epoch 5")])
-def test_progress_bar_shows_no_negative_epoch_total(tmp_path, max_epochs, shown):
-    from types import SimpleNamespace
-
-    from clsp.training.callbacks import RichProgressBar
-    from clsp.training.runner import build_trainer
-
-    bar = build_trainer(typed_config(compose_config(["recipe=demo"])), tmp_path, has_val=False).progress_bar_callback
-    assert isinstance(bar, RichProgressBar)
-    bar._trainer = SimpleNamespace(max_epochs=max_epochs)  # -1: a max_steps run, as Lightning sets it in fit
-    assert bar._get_train_description(5).strip() == shown
-
-
 def test_a_progress_bar_from_the_config_replaces_clsps(tmp_path):
     from clsp.training.runner import build_trainer
 
