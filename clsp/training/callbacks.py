@@ -31,13 +31,35 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
+from clsp.training.resume import validation_follows
+
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 MONITOR = "val/mAP@10"
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose files appear whole or not at all."""
+    """ModelCheckpoint whose files appear whole or not at all, and which, on a batch that Lightning
+    validates after, saves after that validation (see `clsp.training.resume`)."""
+
+    _after_validation = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if validation_follows(trainer):
+            self._after_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._after_validation:  # the save (or not) its step's batch end would have decided
+            self._after_validation = False
+            super().on_train_batch_end(trainer, pl_module, None, None, -1)
+
+    def save_last_now(self, trainer: L.Trainer) -> None:
+        """Write last.ckpt now, whatever the step (`clsp.training.preemption` stops a run with it)."""
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         path = Path(filepath)

@@ -39,6 +39,7 @@ from clsp.training.compose import typed_config
 from clsp.training.counters import DataCounters
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
 from clsp.training.module import CLSPTrainingModule
+from clsp.training.resume import ResumedStep
 from clsp.training.schema import CLSP_ONLY, TrainConfig
 
 
@@ -130,7 +131,7 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
     `logger:` entries and the callbacks (checkpoints, EMA, counters, any `trainer.callbacks` entries)."""
     t = cfg.trainer
     callbacks: list = checkpoint_callbacks(folder / "checkpoints", t.checkpoint_every_n_steps, has_val)
-    callbacks += [RandomState(), DataCounters(cfg.data.max_failure_rate)]
+    callbacks += [RandomState(), ResumedStep(), DataCounters(cfg.data.max_failure_rate)]
     if t.ema_decay:
         callbacks.append(EMA(decay=t.ema_decay))
     callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t.callbacks.items()]

@@ -37,10 +37,28 @@ def test_ranks_yield_equal_batch_counts_with_uneven_shards(tmp_path):
 def test_resume_skips_trained_batches(tmp_path):
     write_shards(tmp_path, n=12, samples_per_shard=12)
     full = [b.keys for b in _module(tmp_path, 0, 1).train_dataloader()]
-    dm = _module(tmp_path, 0, 1)
-    dm.resume_at(epoch=0, batches=2)
-    resumed = [b.keys for b in dm.train_dataloader()]
-    assert resumed == full[2:]
+    loader = _module(tmp_path, 0, 1).train_dataloader()
+    loader.load_state_dict({"epoch": 0, "batches": 2, "epoch_done": False})  # what Lightning hands back
+    assert len(loader) == len(full)
+    assert [b.keys for b in loader] == full[2:]
+    assert [b.keys for b in loader] == full  # the next iteration is a whole epoch again
+
+
+def test_resume_after_an_epochs_last_batch_starts_the_next_epoch(tmp_path):
+    write_shards(tmp_path, n=12, samples_per_shard=12)
+    next_epoch = [b.keys for b in _module(tmp_path, 0, 1, epoch=1).train_dataloader()]
+    loader = _module(tmp_path, 0, 1).train_dataloader()  # the restored trainer still says epoch 0
+    loader.load_state_dict({"epoch": 0, "batches": 6, "epoch_done": True})
+    resumed = [b.keys for b in loader]
+    assert resumed == next_epoch and resumed != [b.keys for b in _module(tmp_path, 0, 1).train_dataloader()]
+
+
+def test_loader_state_is_the_trainers_loop_position(tmp_path):
+    write_shards(tmp_path, n=12, samples_per_shard=12)
+    dm = _module(tmp_path, 0, 1, epoch=3)
+    progress = SimpleNamespace(current=SimpleNamespace(processed=5), is_last_batch=False)
+    dm.trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+    assert dm.train_dataloader().state_dict() == {"epoch": 3, "batches": 5, "epoch_done": False}
 
 
 def test_validation_is_split_across_ranks(tmp_path):
