@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,12 +63,17 @@ class Launch:
 
     @property
     def job_id(self) -> str | None:
-        """The scheduler's job id (SLURM, LSF), which names the run folder."""
-        if isinstance(self.environment, SLURMEnvironment):
-            return os.environ.get("SLURM_JOB_ID")
-        if isinstance(self.environment, LSFEnvironment):
-            return os.environ.get("LSB_JOBID")
-        return None
+        """The scheduler's job id (SLURM, LSF), which names the run folder; see `job_id`."""
+        return job_id()
+
+
+def job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The scheduler's job id, whatever started the processes (srun, or torchrun inside a SLURM job): an
+    array task's `<array job>_<task>` (what `scontrol requeue` takes), else SLURM_JOB_ID, else LSF's."""
+    env = os.environ if env is None else env
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or env.get("LSB_JOBID") or None
 
 
 def detect_environment() -> ClusterEnvironment:

@@ -33,36 +33,33 @@ from clsp.evaluation.retrieval import evaluate_retrieval
 from clsp.loading import load_model, model_from_checkpoint
 from clsp.model import CLSPModel
 from clsp.training.callbacks import BEST, EMA, LAST, RandomState, RichProgressBar, checkpoint_callbacks
-from clsp.training.checkpoint import latest_checkpoint
 from clsp.training.components import build_losses, component_class, instantiate
 from clsp.training.compose import typed_config
 from clsp.training.counters import DataCounters
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
 from clsp.training.module import CLSPTrainingModule
+from clsp.training.preemption import Preemption, preemption_plugins
+from clsp.training.restart import continued_run, record_launch
 from clsp.training.resume import ResumedStep
 from clsp.training.schema import CLSP_ONLY, TrainConfig
 
 
 def run_folder(cfg: TrainConfig, launch: Launch) -> tuple[Path, str | None]:
-    """(run folder, checkpoint to resume from or None). Decided on rank 0 (see `launch.once`)."""
+    """(run folder, checkpoint to resume from or None). Decided on rank 0 (see `launch.once`); `resume` and
+    restarted jobs in `clsp.training.restart`."""
     root = Path(cfg.run.output_dir) / str(cfg.run.name)
-    if cfg.resume:
-        try:
-            ckpt = latest_checkpoint(root) if cfg.resume == "latest" else Path(cfg.resume)
-        except FileNotFoundError as exc:
-            raise ConfigError(str(exc)) from None
-        if not ckpt.exists():
-            raise ConfigError(f"resume: checkpoint not found: {ckpt}")
-        return ckpt.resolve().parent.parent, str(ckpt)
+    folder, ckpt = continued_run(cfg.resume, root, cfg.run.dir)
+    if folder is not None:
+        return folder, ckpt
     if cfg.run.dir:
-        return Path(cfg.run.dir), None
+        return Path(cfg.run.dir), ckpt
     # The processes Lightning's launcher starts later inherit rank 0's choice through the environment.
     name = os.environ.get(RUN_ID_VAR) or (run_id(launch) if launch.is_rank_zero else None)
     if name is None:
         raise ConfigError(f"rank {launch.node_rank}/{launch.local_rank} cannot tell which run folder rank 0 uses: "
                           "set run.dir, or start the processes with torchrun, srun, LSF or MPI")
     os.environ[RUN_ID_VAR] = name
-    return root / name, None
+    return root / name, ckpt
 
 
 def prepare_data(cfg: TrainConfig, progress: bool = True) -> DataConfig:
@@ -138,6 +135,7 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
     # clsp's rich bar unless a bar comes from trainer.callbacks.
     if t.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(RichProgressBar())
+    callbacks.append(Preemption(t.requeue_signal))  # after every other step's work (EMA), before the checkpoints
     loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
     kwargs: dict[str, Any] = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in CLSP_ONLY}
     if kwargs["max_steps"] is None:
@@ -147,7 +145,7 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
         kwargs.pop("check_val_every_n_epoch", None)
         kwargs["limit_val_batches"] = 0
     try:
-        return L.Trainer(**kwargs, num_sanity_val_steps=0, use_distributed_sampler=False,
+        return L.Trainer(**kwargs, num_sanity_val_steps=0, use_distributed_sampler=False, plugins=preemption_plugins(),
                          default_root_dir=str(folder), logger=loggers, callbacks=callbacks)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from None
@@ -187,6 +185,7 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
     def write_run_files() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / "config.yaml", resolved_config(raw, model))
+        record_launch(folder)
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
 
     once(launch, write_run_files, fallback=lambda: None)
