@@ -5,7 +5,9 @@ folder on PYTHONPATH. Nothing here ships in clsp.
 Set by environment, so one config serves every process of a multi-process run:
 
     CLSP_TEST_DIE_AT_STEP=S    act once the run has finished optimizer step S
-    CLSP_TEST_DIE_WHEN=batch   at the start of the next training batch (default), or
+    CLSP_TEST_DIE_WHEN=batch   at the start of the next training batch (default),
+                    =window    at the end of the next batch that does not step the optimizer (a kill
+                               inside a gradient accumulation window), or
                     =validation at the start of the next validation (a kill between a checkpoint and
                                the validation that follows it)
     CLSP_TEST_DIE_SIGNAL=KILL  the signal sent to this process (KILL, TERM, INT, USR1, ...)
@@ -34,6 +36,7 @@ class DieAt(L.Callback):
         once = os.environ.get("CLSP_TEST_DIE_ONCE")
         self.once = Path(once) if once else None
         self.done = False
+        self._step_at_start = -1
 
     def _maybe_die(self, trainer: L.Trainer) -> None:
         if self.done or self.step is None or trainer.global_step < self.step:
@@ -49,7 +52,13 @@ class DieAt(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        self._step_at_start = trainer.global_step
         if self.when == "batch":
+            self._maybe_die(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.when == "window" and trainer.global_step == self._step_at_start:
             self._maybe_die(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

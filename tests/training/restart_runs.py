@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from clsp.loading import load_checkpoint
+from clsp.training.checkpoint import checkpoint_step
 
 HOOKS = Path(__file__).parent  # restart_hooks.py, importable by the runs
 DIE = "+trainer.callbacks.die={_target_:restart_hooks.DieAt}"
@@ -43,10 +45,25 @@ def train_cmd(overrides: list[str]) -> list[str]:
 def run(overrides: list[str], *, expect: int | None = 0, timeout: float = 600, **extra_env: str) -> \
         subprocess.CompletedProcess:
     """One `python -m clsp.train recipe=demo` run to its end; its exit code is checked against `expect`."""
-    proc = subprocess.run(train_cmd(overrides), env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(train_cmd(overrides), env=env(**extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        kill_group(proc)  # what a killed run left behind (Lightning's launcher starts its ranks as children)
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if expect is not None:
         assert proc.returncode == expect, f"exit {proc.returncode}, expected {expect}:\n{proc.stderr[-4000:]}"
     return proc
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of `proc`'s session (started with start_new_session=True)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def free_port() -> int:
@@ -62,8 +79,8 @@ def run_folder(root: Path) -> Path:
     return folders[0]
 
 
-def last_step(folder: Path) -> int:
-    return int(load_checkpoint(folder / "checkpoints" / "last.ckpt")["global_step"])
+def last_step(folder: Path) -> int | str:
+    return checkpoint_step(folder / "checkpoints" / "last.ckpt")
 
 
 def final_weights(folder: Path) -> dict[str, torch.Tensor]:
