@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
-from clsp.training.resume import validation_follows
+from clsp.training.resume import gather_ranks, this_rank, validation_follows
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -100,20 +100,21 @@ class EMA(EMAWeightAveraging):
 
 
 class RandomState(L.Callback):
-    """Saves the torch, python and CUDA random states with each checkpoint and restores them at the first
-    batch after a resume (not at load time, so nothing Lightning does while restarting draws from them):
-    dropout and friends then draw as in an uninterrupted run."""
+    """Saves the torch, python and CUDA random states of every rank (each draws its own: its batches differ)
+    with each checkpoint and restores them at the first batch after a resume (not at load time, so nothing
+    Lightning does while restarting draws from them): dropout and friends then draw as in an uninterrupted
+    run."""
 
     def __init__(self) -> None:
         self._to_restore: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         version, state, gauss = random.getstate()
-        return {"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        return gather_ranks({"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._to_restore = state
+        self._to_restore = this_rank(state)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         state, self._to_restore = self._to_restore, None

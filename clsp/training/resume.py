@@ -7,7 +7,8 @@ with the next epoch from its start, any other continues the same epoch after the
 at. The training data follows that decision exactly because its loader is a Lightning stateful loader
 whose state is read from these same counters (`loop_position`, used by
 `clsp.training.datamodule.ResumableLoader`), not counted by the loader, which runs ahead of training
-by Lightning's prefetch. The random state follows it too (`clsp.training.callbacks.RandomState`).
+by Lightning's prefetch. The random state follows it too (`clsp.training.callbacks.RandomState`), each
+rank's own (`gather_ranks`).
 
 What Lightning's restart does not cover:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch.distributed as dist
 
 
 def loop_position(trainer: L.Trainer) -> tuple[int, int, bool]:
@@ -49,6 +51,27 @@ def validation_follows(trainer: L.Trainer) -> bool:
     if fetcher is None or check is None:
         return bool(epoch_loop.batch_progress.is_last_batch)
     return bool(check(fetcher))
+
+
+def gather_ranks(state: dict[str, Any]) -> dict[str, Any]:
+    """Every rank's `state` for a checkpoint, which rank 0 alone writes (random states, data counters: each
+    rank has its own). A collective: called by every rank, as Lightning collects a checkpoint on all."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return {"ranks": [state]}
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return {"ranks": states}
+
+
+def this_rank(saved: dict[str, Any]) -> dict[str, Any]:
+    """This rank's part of a `gather_ranks` state; rank 0's when the number of ranks changed (the run then
+    cannot continue exactly anyway); a state saved without ranks as it is."""
+    ranks = saved.get("ranks")
+    if ranks is None:
+        return saved
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return ranks[rank] if len(ranks) == world else ranks[0]
 
 
 class ResumedStep(L.Callback):

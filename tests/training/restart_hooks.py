@@ -13,6 +13,7 @@ Set by environment, so one config serves every process of a multi-process run:
     CLSP_TEST_DIE_SIGNAL=KILL  the signal sent to this process (KILL, TERM, INT, USR1, ...)
     CLSP_TEST_DIE_RANK=0       only this global rank acts (default: every rank)
     CLSP_TEST_DIE_ONCE=PATH    act only if PATH does not exist yet, and create it (a restarted group lives)
+    CLSP_TEST_DIE_TIMES=2      send the signal this many times in a row (a second Ctrl-C)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class DieAt(L.Callback):
         self.rank = int(rank) if rank else None
         once = os.environ.get("CLSP_TEST_DIE_ONCE")
         self.once = Path(once) if once else None
+        self.times = int(os.environ.get("CLSP_TEST_DIE_TIMES", "1"))
         self.done = False
         self._step_at_start = -1
 
@@ -48,7 +50,8 @@ class DieAt(L.Callback):
             if self.once.exists():
                 return
             self.once.touch()
-        os.kill(os.getpid(), self.signal)
+        for _ in range(self.times):
+            os.kill(os.getpid(), self.signal)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:

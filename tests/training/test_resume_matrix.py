@@ -100,11 +100,12 @@ def test_killed_run_resumes_exactly(name, common, references, tmp_path):
     R.run([*overrides, R.DIE], expect=-9, CLSP_TEST_DIE_AT_STEP=str(die_at), CLSP_TEST_DIE_WHEN=row.when)
     folder = R.run_folder(tmp_path / "demo")
     ckpt = folder / "checkpoints" / ("best.ckpt" if row.resume == "best" else "last.ckpt")
-    assert R.checkpoint_step(ckpt) == (row.checkpoint or die_at)
+    at = R.checkpoint_step(ckpt)
+    assert at == (row.checkpoint or die_at)
 
     R.run([*overrides, f"resume={ckpt}" if row.resume == "best" else "resume=latest"])
     assert R.run_folder(tmp_path / "demo") == folder
     diff = R.max_weight_diff(whole, folder)
-    print(f"{name}: checkpoint at step {R.checkpoint_step(ckpt)}, max |weight difference| {diff:.3g}")
+    print(f"{name}: resumed from step {at}, max |weight difference| {diff:.3g}")
     assert diff <= 1e-6
     assert R.metrics_diff(whole, folder) == []
