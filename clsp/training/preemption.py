@@ -30,6 +30,7 @@ replace Lightning's SIGTERM handler (which broadcasts inside the handler) while 
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -191,6 +192,9 @@ class Preemption(L.Callback):
         if job:  # every rank exits with the same code
             problem = trainer.strategy.broadcast(problem, src=0)
         code = EXIT_REQUEUED if job and problem is None else 128 + signum
+        # A requeue (or a launcher) sends SIGTERM now; this handler ignores it, and so does the process once
+        # Python's shutdown has put the default action back (which would end it as "killed by SIGTERM").
+        atexit.register(signal.signal, signal.SIGTERM, signal.SIG_IGN)
         if trainer.is_global_zero:
             then = f"SLURM job {job} requeued" if code == EXIT_REQUEUED else (problem or "continue with resume=latest")
             print(f"clsp: stopped by {signal.Signals(signum).name} at step {trainer.global_step} with a checkpoint; "
