@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-STEPS, ROUNDS = 200, 5
+STEPS, ROUNDS = 100, 9
 
 
 def _step(weights: torch.Tensor, grads: torch.Tensor) -> None:
@@ -31,15 +31,29 @@ def _step(weights: torch.Tensor, grads: torch.Tensor) -> None:
     dist.all_reduce(grads)  # the gradient all-reduce every DDP step does
 
 
-def _worker(rank: int, port: int, out) -> None:
+def _per_step(fn, steps: int = STEPS) -> float:
+    dist.barrier()
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) / steps
+
+
+def _measure(group) -> dict[str, float]:
+    """Median seconds a step: plain, with the handler (interleaved), and the handler's work alone."""
     from clsp.training.preemption import Preemption
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     weights, grads = torch.randn(128, 128) / 16, torch.zeros(250_000)
     callback = Preemption()
-    callback._group = dist.group.WORLD
+    callback._group = group
     trainer = SimpleNamespace(global_step=0, world_size=2)
+
+    inside = [0.0]  # seconds the training thread spends in the handler (gloo's own thread not counted)
+
+    def boundary() -> None:
+        trainer.global_step += 1
+        start = time.perf_counter()
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+        inside[0] += time.perf_counter() - start
 
     def plain() -> None:
         for _ in range(STEPS):
@@ -48,28 +62,32 @@ def _worker(rank: int, port: int, out) -> None:
     def handled() -> None:
         for _ in range(STEPS):
             _step(weights, grads)
-            trainer.global_step += 1
-            callback.on_train_batch_end(trainer, None, None, None, 0)
+            boundary()
 
-    times: dict[str, list[float]] = {"plain": [], "handled": []}
-    plain(), handled()  # warm up
-    for _ in range(ROUNDS):
-        for name, fn in (("plain", plain), ("handled", handled)):
-            dist.barrier()
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) / STEPS)
-    calls = []
-    for _ in range(ROUNDS):  # the handler's own work per step, without a training step around it
-        dist.barrier()
-        start = time.perf_counter()
+    def alone() -> None:
         for _ in range(STEPS):
-            trainer.global_step += 1
-            callback.on_train_batch_end(trainer, None, None, None, 0)
-        calls.append((time.perf_counter() - start) / STEPS)
+            boundary()
+
+    plain(), handled()  # warm up
+    times: dict[str, list[float]] = {"plain": [], "handled": [], "alone": [], "inside": []}
+    for _ in range(ROUNDS):
+        for name, fn in (("plain", plain), ("handled", handled), ("alone", alone)):
+            inside[0] = 0.0
+            times[name].append(_per_step(fn))
+            if name == "handled":
+                times["inside"].append(inside[0] / STEPS)
     callback.on_train_end(trainer, None)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _worker(rank: int, port: int, out) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # The default group, as a CPU (gloo) run uses it; a group of its own, as the handler makes beside NCCL.
+    results = {"gloo default group": _measure(dist.group.WORLD),
+               "separate gloo group": _measure(dist.new_group(backend="gloo"))}
     if rank == 0:
-        out.put({k: statistics.median(v) for k, v in times.items()} | {"alone": statistics.median(calls)})
+        out.put(results)
     dist.destroy_process_group()
 
 
@@ -83,14 +101,15 @@ def preemption() -> None:
     procs = [ctx.Process(target=_worker, args=(rank, port, out)) for rank in range(2)]
     for p in procs:
         p.start()
-    result = out.get(timeout=600)
+    results = out.get(timeout=900)
     for p in procs:
         p.join()
-    plain, handled = result["plain"], result["handled"]
-    print(f"   2 processes, gloo: step {plain * 1e3:.3f} ms plain, {handled * 1e3:.3f} ms with the handler "
-          f"(ratio {handled / plain:.3f}x, {(handled - plain) * 1e6:+.0f} us a step)")
-    print(f"   the handler's step-boundary work alone: {result['alone'] * 1e6:.0f} us a step "
-          "(one async 1-element all-reduce on a CPU tensor; no host-device sync)")
+    for name, r in results.items():
+        plain, handled = r["plain"], r["handled"]
+        print(f"   2 processes, {name}: step {plain * 1e3:.3f} ms plain, {handled * 1e3:.3f} ms with the handler "
+              f"(ratio {handled / plain:.3f}x, {(handled - plain) * 1e6:+.0f} us a step, {r['inside'] * 1e6:.0f} us "
+              f"of it in the training thread); the handler alone, back to back: {r['alone'] * 1e6:.0f} us a step")
+    print("   a quiet step adds one async 1-element all-reduce on a CPU tensor: no host-device sync")
 
 
 BENCHMARKS = {"preemption": preemption}
