@@ -5,6 +5,8 @@
   broken `last.ckpt`. `AtomicModelCheckpoint` writes to a hidden temporary path and renames it
   into place (a file, or DeepSpeed's folder), and also writes `last.ckpt` when training ends so
   a finished run can be continued.
+- On a batch after which Lightning validates, a checkpoint due there is written after the validation,
+  so a resumed run neither repeats nor loses it (`clsp.training.resume`).
 - `EMAWeightAveraging` keeps the average, saves it with the step it belongs to (the average in
   `state_dict`, the raw weights in `current_model_state`) and swaps it in for validation; `EMA`
   only keeps the average on the training device.

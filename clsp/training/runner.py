@@ -1,9 +1,10 @@
 """Run a composed config: build model, losses, data and trainer; fit; export; evaluate.
 
 Run folder (one per run, shared by all ranks): `<run.output_dir>/<run.name>/<run id>/` holding
-config.yaml (what ran: the model section is the built model's own config), tokenizer/,
-checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json. The run id is rank 0's time
-stamp, plus the job id under SLURM/LSF (`20260101-120000-job4242`).
+config.yaml (what ran: the model section is the built model's own config), tokenizer/, launch.json
+(the job ids a restart finds it by), checkpoints/{last,best}.ckpt, metrics.csv, model/ and
+results.json. The run id is rank 0's time stamp, plus the job id under SLURM/LSF
+(`20260101-120000-job4242`, an array task `...-job4242_7`).
 """
 
 from __future__ import annotations
