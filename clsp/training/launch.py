@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -103,7 +104,22 @@ def start_process_group(launch: Launch, accelerator: str) -> None:
         torch.cuda.set_device(launch.local_rank)
     os.environ["MASTER_ADDR"] = env.main_address
     os.environ["MASTER_PORT"] = str(env.main_port)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=launch.global_rank, world_size=launch.world_size)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=launch.global_rank, world_size=launch.world_size,
+                            store=_restart_store(env))
+
+
+def _restart_store(env: ClusterEnvironment) -> dist.Store | None:
+    """torchrun's store, its keys kept apart per restart; None (env://) elsewhere.
+
+    torchrun (c10d rendezvous) lends its workers the agent's TCPStore, which outlives a restart, and the
+    process group's keys are the same in every attempt: a restarted worker can read a peer's address from
+    the failed attempt and fail to connect (pytorch/pytorch#135712). A prefix per restart keeps them apart.
+    """
+    if not isinstance(env, TorchElasticEnvironment) or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(env.main_address, env.main_port, env.world_size(), is_master=False,
+                          timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"clsp/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def run_id(launch: Launch) -> str:

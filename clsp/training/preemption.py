@@ -115,7 +115,7 @@ class Preemption(L.Callback):
         self._previous = {}
 
     # --------------------------------------------------------------- agreement
-    def _agree(self, trainer: L.Trainer) -> int:
+    def _agree(self) -> int:
         """The strongest signal any rank got: this process's own in a single process; else the value
         all-reduced at the previous step boundary, read now (and the next all-reduce launched)."""
         if self._group is None:
@@ -150,7 +150,7 @@ class Preemption(L.Callback):
         if trainer.global_step == self._step or self.agreed:  # inside an accumulation window, or stopping
             return
         self._step = trainer.global_step
-        self.agreed = self._agree(trainer)
+        self.agreed = self._agree()
         if self.agreed and not validation_follows(trainer):
             self._save(trainer)
 

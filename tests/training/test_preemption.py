@@ -45,10 +45,10 @@ def test_handler_records_the_strongest_signal_and_the_stop_exits_with_its_code(m
         monkeypatch.delenv(name, raising=False)
     callback = Preemption("USR1")
     callback.handle(signal.SIGINT)
-    assert callback._agree(_trainer()) == 1
+    assert callback._agree() == 1
     callback.handle(signal.SIGUSR1)
     callback.handle(signal.SIGTERM)  # weaker than the requeue signal: the requeue stays
-    callback.agreed = callback._agree(_trainer())
+    callback.agreed = callback._agree()
     with pytest.raises(Stopped) as stop:
         callback._stop(_trainer())
     assert stop.value.code == 128 + signal.SIGUSR1  # not under SLURM: nothing to requeue
@@ -60,7 +60,7 @@ def test_requeue_signal_under_slurm_requeues_the_array_task_and_exits_0(scontrol
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
     callback = Preemption("usr2")
     callback.handle(signal.SIGUSR2)
-    callback.agreed = callback._agree(_trainer())
+    callback.agreed = callback._agree()
     with pytest.raises(Stopped) as stop:
         callback._stop(_trainer())
     assert stop.value.code == EXIT_REQUEUED
@@ -99,7 +99,7 @@ def _agree_worker(rank: int, port: int, signalled_at: int, out) -> None:
     for boundary in range(6):
         if rank == 1 and boundary == signalled_at:
             callback.handle(signal.SIGTERM)
-        decisions.append(callback._agree(SimpleNamespace(world_size=2)))
+        decisions.append(callback._agree())
         if decisions[-1]:
             break
     out.put((rank, decisions))
