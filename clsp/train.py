@@ -3,6 +3,7 @@
     python -m clsp.train recipe=demo                       # offline, CPU, minutes
     python -m clsp.train recipe=fusionaudio data.train='/data/fa/train-{000000..000511}.tar' trainer.devices=8
     python -m clsp.train recipe=demo resume=latest         # continue the newest demo run
+    python -m clsp.train recipe=demo resume=runs/demo/<run>/checkpoints/best.ckpt   # or any checkpoint
     python -m clsp.train recipe=demo --print-config        # the resolved config (YAML), then exit
     python -m clsp.train --recipes                         # list recipes, one line on each
     python -m clsp.train recipe=demo --verbose             # Lightning's own output too (tips, summaries)

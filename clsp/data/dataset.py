@@ -192,7 +192,10 @@ class ShardDataset(IterableDataset):
             if limit is not None and j >= limit:
                 break
             index = j * workers + worker  # this batch's place in the epoch (the loader takes workers in turn)
-            batch = self._batch(group, counter, rng, self.step + max(index - self.skip, 0) // self.accumulate)
+            # Skipped batches (before `skip`) get their own earlier steps: their captions draw from `rng` as they
+            # did in the run that trained them, which keeps the draws of the batches after them the same.
+            step = max(self.step + (index - self.skip) // self.accumulate, 0)
+            batch = self._batch(group, counter, rng, step)
             if batch is not None:
                 yield batch
 

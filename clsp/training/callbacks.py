@@ -5,6 +5,8 @@
   broken `last.ckpt`. `AtomicModelCheckpoint` writes to a hidden temporary path and renames it
   into place (a file, or DeepSpeed's folder), and also writes `last.ckpt` when training ends so
   a finished run can be continued.
+- On a batch after which Lightning validates, a checkpoint due there is written after the validation,
+  so a resumed run neither repeats nor loses it (`clsp.training.resume`).
 - `EMAWeightAveraging` keeps the average, saves it with the step it belongs to (the average in
   `state_dict`, the raw weights in `current_model_state`) and swaps it in for validation; `EMA`
   only keeps the average on the training device.
@@ -26,13 +28,35 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
+from clsp.training.resume import gather_ranks, this_rank, validation_follows
+
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 MONITOR = "val/mAP@10"
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose files appear whole or not at all."""
+    """ModelCheckpoint whose files appear whole or not at all, and which, on a batch that Lightning
+    validates after, saves after that validation (see `clsp.training.resume`)."""
+
+    _after_validation = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if validation_follows(trainer):
+            self._after_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._after_validation:  # the save (or not) its step's batch end would have decided
+            self._after_validation = False
+            super().on_train_batch_end(trainer, pl_module, None, None, -1)
+
+    def save_last_now(self, trainer: L.Trainer) -> None:
+        """Write last.ckpt now, whatever the step (`clsp.training.preemption` stops a run with it)."""
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         path = Path(filepath)
@@ -73,20 +97,21 @@ class EMA(EMAWeightAveraging):
 
 
 class RandomState(L.Callback):
-    """Saves the torch, python and CUDA random states with each checkpoint and restores them at the first
-    batch after a resume (not at load time, so nothing Lightning does while restarting draws from them):
-    dropout and friends then draw as in an uninterrupted run."""
+    """Saves the torch, python and CUDA random states of every rank (each draws its own: its batches differ)
+    with each checkpoint and restores them at the first batch after a resume (not at load time, so nothing
+    Lightning does while restarting draws from them): dropout and friends then draw as in an uninterrupted
+    run."""
 
     def __init__(self) -> None:
         self._to_restore: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         version, state, gauss = random.getstate()
-        return {"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        return gather_ranks({"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._to_restore = state
+        self._to_restore = this_rank(state)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         state, self._to_restore = self._to_restore, None

@@ -22,9 +22,6 @@ _verbose = [False]
 
 # (message pattern, why it does not apply to a clsp run). Matched at the start of the message.
 NOT_FOR_CLSP = (
-    # clsp restores the data position itself (CLSPTrainingModule.on_load_checkpoint -> the data module's
-    # resume_at), so a checkpoint taken mid-epoch resumes exactly; Lightning only checks for its own protocol.
-    (".*your dataloader is not resumable", "clsp resumes the data position itself"),
     # trainer=cpu on a GPU machine is the user's choice (tests, debugging).
     ("GPU available but not used", "the accelerator was chosen"),
     # data.num_workers is sized to the machine by clsp (null = auto); a smaller number was asked for.

@@ -2,8 +2,8 @@
 padding efficiency, and the data failure limit over the whole run.
 
 Every batch carries, on the host, what its reader skipped since the previous batch and how many of
-its captions were cut (`clsp.data.batch.Batch`); this callback adds them up (checkpointed, so a
-resumed run keeps counting), logs them, and applies `data.max_failure_rate` to the run so far
+its captions were cut (`clsp.data.batch.Batch`); this callback adds them up (checkpointed, each rank's
+own, so a resumed run keeps counting), logs them, and applies `data.max_failure_rate` to the run so far
 (`clsp.data.skips`): a small data set read many times stops too, with the one-line data error.
 """
 
@@ -16,6 +16,7 @@ import torch
 
 from clsp.data.batch import Batch
 from clsp.data.skips import EVENTS, SkipCounter
+from clsp.training.resume import gather_ranks, this_rank
 
 
 class DataCounters(L.Callback):
@@ -44,10 +45,11 @@ class DataCounters(L.Callback):
                                logger=False, batch_size=batch.size)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"totals": dict(self.run.totals), "good": self.run.good, "failures": self.run.failures,
-                "truncated": self.truncated}
+        return gather_ranks({"totals": dict(self.run.totals), "good": self.run.good, "failures": self.run.failures,
+                             "truncated": self.truncated})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = this_rank(state)  # each rank its own counts
         self.run.totals.update(state.get("totals", {}))
         self.run.good = int(state.get("good", 0))
         self.run.failures = int(state.get("failures", 0))

@@ -11,14 +11,17 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
+from torch import Generator
 from torch.utils.data import DataLoader
 
 from clsp.config import AudioConfig, CLSPConfig
 from clsp.data.config import DataConfig
 from clsp.data.dataset import ShardDataset, ShardLoader, shard_loader, text_tokenizer
 from clsp.evaluation.clips import ClipStream
+from clsp.training.resume import loop_position
 
 
 def window_seconds(audio: AudioConfig, data: DataConfig) -> float:
@@ -30,29 +33,47 @@ def window_seconds(audio: AudioConfig, data: DataConfig) -> float:
 
 
 class ResumableLoader:
-    """Wraps a ShardLoader: each iteration is the trainer's current epoch; after a resume the first
-    iteration skips the batches the checkpoint had already trained on; with several ranks in
-    epoch mode every rank stops at the same batch count (see `equal_batches`)."""
+    """Wraps a ShardLoader: each iteration is the trainer's current epoch; with several ranks in epoch
+    mode every rank stops at the same batch count (see `equal_batches`).
+
+    Resuming: the loader is a Lightning stateful loader. Lightning stores `state_dict()` with every
+    checkpoint (under `loops.fit_loop`) and hands it back to `load_state_dict` before the first
+    iteration of a resumed run. The state is Lightning's own loop position (`progress`, see
+    `clsp.training.resume`), not a count of what this loader yielded, which runs ahead of training by
+    Lightning's prefetch. A checkpoint on an epoch's last batch continues
+    with the next epoch from its start, as Lightning's loop does; any other continues the same epoch
+    after the batches already trained (decoded again and dropped, so the data and its random crops
+    match an uninterrupted run).
+    """
 
     def __init__(self, loader: ShardLoader, position: Callable[[], tuple[int, int]],
-                 limit: Callable[[int], int | None] | None = None):
+                 limit: Callable[[int], int | None] | None = None,
+                 progress: Callable[[], tuple[int, int, bool]] | None = None):
         self.loader = loader
         self.position = position  # () -> (epoch, optimizer step) of the trainer
         self.limit = limit or (lambda epoch: None)
-        self._skip = 0
+        self.progress = progress or (lambda: (position()[0], 0, False))
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) of the first iteration
 
-    def resume(self, batches: int) -> None:
-        self._skip = int(batches)
+    def state_dict(self) -> dict[str, Any]:
+        epoch, batches, epoch_done = self.progress()
+        return {"epoch": int(epoch), "batches": int(batches), "epoch_done": bool(epoch_done)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        self._resume = (epoch + 1, 0) if state.get("epoch_done") else (epoch, batches)
 
     def __len__(self) -> int:
-        limit = self.limit(self.position()[0])
+        epoch = self._resume[0] if self._resume is not None else self.position()[0]
+        limit = self.limit(epoch)
         return len(self.loader) if limit is None else min(limit, len(self.loader))
 
     def __iter__(self) -> Iterator:
         epoch, step = self.position()
-        skip, self._skip = self._skip, 0
+        skip = 0
+        if self._resume is not None:
+            (epoch, skip), self._resume = self._resume, None
         self.loader.set_epoch(epoch, step, skip)
-        # Skipped batches are still decoded, so the data (and its random crops) match exactly.
         yield from itertools.islice(iter(self.loader), skip, self.limit(epoch))
 
 
@@ -83,13 +104,6 @@ class CLSPDataModule(L.LightningDataModule):
         self.tokenize = text_tokenizer(tokenizer, model_config.text)
         self.seed = seed
         self.accumulate = accumulate
-        self._skip = 0
-        self._train: ResumableLoader | None = None
-
-    def resume_at(self, epoch: int, batches: int) -> None:
-        self._skip = int(batches)
-        if self._train is not None:
-            self._train.resume(self._skip)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -104,9 +118,8 @@ class CLSPDataModule(L.LightningDataModule):
         dataset = ShardDataset(self.data.train, self.tokenize, self.data, sample_rate=self.model_config.audio.sample_rate,
                                max_seconds=window_seconds(self.model_config.audio, self.data), rank=rank,
                                world_size=world, seed=self.seed, accumulate=self.accumulate)
-        self._train = ResumableLoader(shard_loader(dataset), self._position, equal_batches(dataset))
-        self._train.resume(self._skip)
-        return self._train
+        return ResumableLoader(shard_loader(dataset), self._position, equal_batches(dataset),
+                               lambda: loop_position(self.trainer))
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.data.val:
@@ -115,8 +128,10 @@ class CLSPDataModule(L.LightningDataModule):
         rank, world = self._rank()
         stream = ClipStream(self.data.val, self.data.val_caption_policy, sample_rate=self.model_config.audio.sample_rate,
                             batch_size=self.data.eval_batch_size(), rank=rank, world_size=world)
+        # Its own generator: starting a validation never draws from the global torch RNG, so the training
+        # draws after it are the same whether or not a resumed run repeated or skipped that validation.
         return DataLoader(stream, batch_size=None, num_workers=min(self.data.num_workers, len(stream.urls)),
-                          collate_fn=_as_is)
+                          collate_fn=_as_is, generator=Generator().manual_seed(self.seed))
 
 
 def _as_is(item):

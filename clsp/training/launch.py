@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -63,12 +64,17 @@ class Launch:
 
     @property
     def job_id(self) -> str | None:
-        """The scheduler's job id (SLURM, LSF), which names the run folder."""
-        if isinstance(self.environment, SLURMEnvironment):
-            return os.environ.get("SLURM_JOB_ID")
-        if isinstance(self.environment, LSFEnvironment):
-            return os.environ.get("LSB_JOBID")
-        return None
+        """The scheduler's job id (SLURM, LSF), which names the run folder; see `job_id`."""
+        return job_id()
+
+
+def job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """The scheduler's job id, whatever started the processes (srun, or torchrun inside a SLURM job): an
+    array task's `<array job>_<task>` (what `scontrol requeue` takes), else SLURM_JOB_ID, else LSF's."""
+    env = os.environ if env is None else env
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or env.get("LSB_JOBID") or None
 
 
 def detect_environment() -> ClusterEnvironment:
@@ -98,7 +104,22 @@ def start_process_group(launch: Launch, accelerator: str) -> None:
         torch.cuda.set_device(launch.local_rank)
     os.environ["MASTER_ADDR"] = env.main_address
     os.environ["MASTER_PORT"] = str(env.main_port)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=launch.global_rank, world_size=launch.world_size)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=launch.global_rank, world_size=launch.world_size,
+                            store=_restart_store(env))
+
+
+def _restart_store(env: ClusterEnvironment) -> dist.Store | None:
+    """torchrun's store, its keys kept apart per restart; None (env://) elsewhere.
+
+    torchrun (c10d rendezvous) lends its workers the agent's TCPStore, which outlives a restart, and the
+    process group's keys are the same in every attempt: a restarted worker can read a peer's address from
+    the failed attempt and fail to connect (pytorch/pytorch#135712). A prefix per restart keeps them apart.
+    """
+    if not isinstance(env, TorchElasticEnvironment) or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(env.main_address, env.main_port, env.world_size(), is_master=False,
+                          timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"clsp/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def run_id(launch: Launch) -> str:

@@ -34,7 +34,6 @@ class CLSPTrainingModule(L.LightningModule):
         self.losses = losses
         self.optim_cfg = optim or OptimConfig()
         self.pretrained_prefixes = pretrained_prefixes
-        self.batches_this_epoch = 0
         self._val: list[PairEmbeddings] = []
 
     # ------------------------------------------------------------- one step
@@ -64,7 +63,6 @@ class CLSPTrainingModule(L.LightningModule):
         # Reading the loss is a device sync: only on logging steps, where Lightning reads it anyway.
         if (debug or self.global_step % max(self.trainer.log_every_n_steps, 1) == 0) and not bool(torch.isfinite(total)):
             raise FloatingPointError(f"non-finite loss at step {self.global_step}: {({k: float(v) for k, v in parts.items()})}")
-        self.batches_this_epoch += 1
         # Every term on its own (the total alone when there is one term): logged, and in the progress bar.
         terms = {"loss": total.detach(), **(parts if len(parts) > 1 else {})}
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=batch.size)
@@ -90,10 +88,6 @@ class CLSPTrainingModule(L.LightningModule):
                 self.model.clamp_logit_scale_()
         else:
             self.model.clamp_logit_scale_()
-
-    def on_train_epoch_start(self) -> None:
-        # Not called when a run resumes mid-epoch; on_load_checkpoint sets the count then.
-        self.batches_this_epoch = 0
 
     # ------------------------------------------------------------ validation
     def validation_step(self, item: tuple[list[Clip], dict[str, int]], batch_idx: int) -> None:
@@ -146,21 +140,13 @@ class CLSPTrainingModule(L.LightningModule):
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["clsp"] = {
-            "model_config": self.model.portable_config().to_dict(),
-            "data_position": {"epoch": int(self.current_epoch), "batches": int(self.batches_this_epoch)},
-        }
+        # The data position is the train loader's own state (`clsp.training.datamodule.ResumableLoader`).
+        checkpoint["clsp"] = {"model_config": self.model.portable_config().to_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for key in ("state_dict", "current_model_state"):  # checkpoints written by older clsp versions
             if key in checkpoint:
                 checkpoint[key] = upgrade_state(checkpoint[key], prefix="model.")
-        position = checkpoint.get("clsp", {}).get("data_position")
-        if position is not None:
-            self.batches_this_epoch = int(position["batches"])
-            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-            if datamodule is not None:
-                datamodule.resume_at(**position)
 
 
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Run a composed config: build model, losses, data and trainer; fit; export; evaluate.
 
 Run folder (one per run, shared by all ranks): `<run.output_dir>/<run.name>/<run id>/` holding
-config.yaml (what ran: the model section is the built model's own config), tokenizer/,
-checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json. The run id is rank 0's time
-stamp, plus the job id under SLURM/LSF (`20260101-120000-job4242`).
+config.yaml (what ran: the model section is the built model's own config), tokenizer/, launch.json
+(the job ids a restart finds it by), checkpoints/{last,best}.ckpt, metrics.csv, model/ and
+results.json. The run id is rank 0's time stamp, plus the job id under SLURM/LSF
+(`20260101-120000-job4242`, an array task `...-job4242_7`).
 """
 
 from __future__ import annotations
@@ -32,38 +33,36 @@ from clsp.evaluation.retrieval import evaluate_retrieval
 from clsp.loading import load_model, model_from_checkpoint
 from clsp.model import CLSPModel
 from clsp.training.callbacks import BEST, EMA, LAST, RandomState, checkpoint_callbacks
-from clsp.training.checkpoint import latest_checkpoint
 from clsp.training.components import build_losses, component_class, instantiate
 from clsp.training.compose import typed_config
 from clsp.training.counters import DataCounters
 from clsp.training.fit import fit_machine, fit_to_data, world_size
 from clsp.training.launch import RUN_ID_VAR, Launch, detect, once, run_id, start_process_group
 from clsp.training.module import CLSPTrainingModule
+from clsp.training.preemption import Preemption, preemption_plugins
 from clsp.training.progress import output_callbacks
+from clsp.training.restart import continued_run, record_launch
+from clsp.training.resume import ResumedStep
 from clsp.training.schema import CLSP_ONLY, TrainConfig
 from clsp.training.throughput import ThroughputCallback
 
 
 def run_folder(cfg: TrainConfig, launch: Launch) -> tuple[Path, str | None]:
-    """(run folder, checkpoint to resume from or None). Decided on rank 0 (see `launch.once`)."""
+    """(run folder, checkpoint to resume from or None). Decided on rank 0 (see `launch.once`); `resume` and
+    restarted jobs in `clsp.training.restart`."""
     root = Path(cfg.run.output_dir) / str(cfg.run.name)
-    if cfg.resume:
-        try:
-            ckpt = latest_checkpoint(root) if cfg.resume == "latest" else Path(cfg.resume)
-        except FileNotFoundError as exc:
-            raise ConfigError(str(exc)) from None
-        if not ckpt.exists():
-            raise ConfigError(f"resume: checkpoint not found: {ckpt}")
-        return ckpt.resolve().parent.parent, str(ckpt)
+    folder, ckpt = continued_run(cfg.resume, root, cfg.run.dir)
+    if folder is not None:
+        return folder, ckpt
     if cfg.run.dir:
-        return Path(cfg.run.dir), None
+        return Path(cfg.run.dir), ckpt
     # The processes Lightning's launcher starts later inherit rank 0's choice through the environment.
     name = os.environ.get(RUN_ID_VAR) or (run_id(launch) if launch.is_rank_zero else None)
     if name is None:
         raise ConfigError(f"rank {launch.node_rank}/{launch.local_rank} cannot tell which run folder rank 0 uses: "
                           "set run.dir, or start the processes with torchrun, srun, LSF or MPI")
     os.environ[RUN_ID_VAR] = name
-    return root / name, None
+    return root / name, ckpt
 
 
 def prepare_data(cfg: TrainConfig, progress: bool = True) -> DataConfig:
@@ -133,11 +132,13 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
     `logger:` entries and the callbacks (checkpoints, EMA, counters, any `trainer.callbacks` entries)."""
     t = cfg.trainer
     callbacks: list = checkpoint_callbacks(folder / "checkpoints", t.checkpoint_every_n_steps, has_val)
-    callbacks += [RandomState(), DataCounters(cfg.data.max_failure_rate), ThroughputCallback(t.peak_tflops)]
+    callbacks += [RandomState(), ResumedStep(), DataCounters(cfg.data.max_failure_rate),
+                  ThroughputCallback(t.peak_tflops)]
     if t.ema_decay:
         callbacks.append(EMA(decay=t.ema_decay))
     callbacks += [instantiate(node, f"trainer.callbacks.{name}") for name, node in t.callbacks.items()]
     callbacks += output_callbacks(t.enable_progress_bar, callbacks)  # unless trainer.callbacks has a bar
+    callbacks.append(Preemption(t.requeue_signal))  # after every other step's work (EMA), before the checkpoints
     loggers = [instantiate(node, f"logger.{name}", save_dir=str(folder)) for name, node in cfg.logger.items()]
     kwargs: dict[str, Any] = {f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in CLSP_ONLY}
     if kwargs["max_steps"] is None:
@@ -147,7 +148,7 @@ def build_trainer(cfg: TrainConfig, folder: Path, has_val: bool) -> L.Trainer:
         kwargs.pop("check_val_every_n_epoch", None)
         kwargs["limit_val_batches"] = 0
     try:
-        return L.Trainer(**kwargs, num_sanity_val_steps=0, use_distributed_sampler=False,
+        return L.Trainer(**kwargs, num_sanity_val_steps=0, use_distributed_sampler=False, plugins=preemption_plugins(),
                          default_root_dir=str(folder), logger=loggers, callbacks=callbacks)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"trainer: {exc}") from None
@@ -189,6 +190,7 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
     def write_run_files() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / "config.yaml", resolved_config(raw, model))
+        record_launch(folder)
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
 
     once(launch, write_run_files, fallback=lambda: None)

@@ -36,6 +36,8 @@ from clsp.validate import require
 # "auto": bf16-mixed on a GPU that has bf16, else 32-true (clsp.training.fit picks per device).
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
+# Signals a scheduler can send ahead of preemption (SLURM `--signal=<name>@<seconds>`), by name without SIG.
+REQUEUE_SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "QUIT", "ALRM", "XCPU")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")
 
 
@@ -84,6 +86,9 @@ class TrainerConfig:
     compile: bool = False
     ema_decay: float | None = None
     peak_tflops: float | None = None  # the device's dense bf16 peak for perf/mfu (null: clsp.flops' table)
+    # The signal that checkpoints and requeues a SLURM job (`#SBATCH --signal=USR1@90`); SIGTERM and Ctrl-C
+    # checkpoint and stop (clsp.training.preemption).
+    requeue_signal: str = "USR1"
     # Extra Lightning callbacks by `_target_`, e.g. `+trainer.callbacks.lr={_target_: lightning.pytorch.callbacks.LearningRateMonitor}`.
     callbacks: dict[str, Any] = field(default_factory=dict)
 
@@ -104,6 +109,9 @@ class TrainerConfig:
         require("trainer", "checkpoint_every_n_steps", self.checkpoint_every_n_steps, int, ge=1)
         require("trainer", "ema_decay", self.ema_decay, float, gt=0, lt=1, null=True, example="trainer.ema_decay=0.999")
         require("trainer", "peak_tflops", self.peak_tflops, float, gt=0, null=True)
+        self.requeue_signal = str(self.requeue_signal).upper().removeprefix("SIG")
+        require("trainer", "requeue_signal", self.requeue_signal, choices=REQUEUE_SIGNALS,
+                example="trainer.requeue_signal=USR1")
         if self.ema_decay and "deepspeed" in str(self.strategy):
             # DeepSpeed saves the module's weights itself and drops the averaged `state_dict`.
             raise ValueError("trainer.ema_decay does not work with DeepSpeed strategies; use trainer=gpu (DDP) for "
@@ -121,7 +129,7 @@ def _device_ids(value: Any) -> bool:
 
 
 # Trainer keys that are not Lightning Trainer arguments.
-CLSP_ONLY = ("checkpoint_every_n_steps", "compile", "ema_decay", "peak_tflops", "callbacks")
+CLSP_ONLY = ("checkpoint_every_n_steps", "compile", "ema_decay", "peak_tflops", "requeue_signal", "callbacks")
 
 
 @dataclass
@@ -146,7 +154,9 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: dict[str, Any] = field(default_factory=dict)  # name -> {_target_, ...}
     run: RunConfig = field(default_factory=RunConfig)
-    resume: str | None = None  # "latest" continues the newest run with this name; or a .ckpt path
+    # null: a restarted SLURM job or torchrun group continues its own run, else a fresh run; never: always
+    # fresh; latest: the newest run with this name; or a .ckpt path (clsp.training.restart).
+    resume: str | None = None
     recipe_name: str | None = None
 
 
