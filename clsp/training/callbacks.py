@@ -124,11 +124,11 @@ class RandomState(L.Callback):
 
 
 def checkpoint_callbacks(folder: str | Path, every_n_steps: int, has_val: bool) -> list[ModelCheckpoint]:
-    """`last.ckpt` every `every_n_steps` optimizer steps (and at the end); `best.ckpt` on a new best mAP@10."""
-    callbacks = [AtomicModelCheckpoint(
-        dirpath=str(folder), save_last=True, save_top_k=0, every_n_train_steps=max(int(every_n_steps), 0) or None,
-        enable_version_counter=False,
-    )]
+    """`last.ckpt` every `every_n_steps` optimizer steps (and at the end); `best.ckpt` on a new best mAP@10.
+
+    best.ckpt's callback comes first: at a validation's end it decides (and records its best score) before
+    a last.ckpt due there is written, so that last.ckpt resumes with the best score it follows."""
+    callbacks = []
     if has_val:
         callbacks.append(AtomicModelCheckpoint(
             dirpath=str(folder), filename=Path(BEST).stem, monitor=MONITOR, mode="max", save_top_k=1,
@@ -137,4 +137,8 @@ def checkpoint_callbacks(folder: str | Path, every_n_steps: int, has_val: bool) 
             # Lightning would warn that it is missing.
             save_on_train_epoch_end=False,
         ))
+    callbacks.append(AtomicModelCheckpoint(
+        dirpath=str(folder), save_last=True, save_top_k=0, every_n_train_steps=max(int(every_n_steps), 0) or None,
+        enable_version_counter=False,
+    ))
     return callbacks

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Generator
 from torch.utils.data import DataLoader
 
 from clsp.config import AudioConfig, CLSPConfig
+from clsp.data.batch import Batch
 from clsp.data.config import DataConfig
 from clsp.data.dataset import ShardDataset, ShardLoader, shard_loader, text_tokenizer
 from clsp.evaluation.clips import ClipStream
@@ -120,6 +122,12 @@ class CLSPDataModule(L.LightningDataModule):
                                world_size=world, seed=self.seed, accumulate=self.accumulate)
         return ResumableLoader(shard_loader(dataset), self._position, equal_batches(dataset),
                                lambda: loop_position(self.trainer))
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Copies from pinned memory (data.pin_memory) overlap with compute when they do not block.
+        if isinstance(batch, Batch):
+            return batch.to(device, non_blocking=device.type == "cuda")
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.data.val:

@@ -70,12 +70,6 @@ class CLSPTrainingModule(L.LightningModule):
         self.log("train/logit_scale", self.model.scale().detach(), batch_size=batch.size)
         return total
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Copies from pinned memory (data.pin_memory) overlap with compute when they do not block.
-        if isinstance(batch, Batch):
-            return batch.to(device, non_blocking=device.type == "cuda")
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # LAION-CLAP clamps the scale to [0, ln 100] after every step. Inside the step, so the EMA

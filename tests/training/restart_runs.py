@@ -26,7 +26,8 @@ DIE = "+trainer.callbacks.die={_target_:restart_hooks.DieAt}"
 LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
                  "CLSP_RUN_ID")
 # metrics.csv columns that differ between two runs of the same work (none today; wall-clock ones go here).
-UNSTABLE_COLUMNS: frozenset[str] = frozenset()
+# Wall-clock rates differ between any two runs; everything else must match row for row.
+UNSTABLE_COLUMNS: frozenset[str] = frozenset({"samples_per_s", "perf/tflops_per_s", "perf/mfu"})
 
 
 def env(**extra: str) -> dict[str, str]:
