@@ -63,7 +63,10 @@ class SectionTimeout(Exception):
 
 def guarded(name: str, limit_s: float, run) -> None:
     """`run()` within `limit_s` seconds (and the report's budget); a failure or a timeout becomes one line."""
-    limit = min(limit_s, BUDGET_S - (time.monotonic() - _START))
+    # The CPU smoke run (a test, on a shared machine) checks that every section reaches its table: only the
+    # whole budget bounds it there; on a GPU each section keeps its own share.
+    left = BUDGET_S - (time.monotonic() - _START)
+    limit = left if SMOKE else min(limit_s, left)
     print(f"== {name} (limit {max(limit, 0):.0f}s)", flush=True)
     if limit < 10:
         print("   skipped: the report's time budget is spent")
