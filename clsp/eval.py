@@ -5,11 +5,14 @@ Tasks:
   zeroshot    zero-shot classification with prompt templates (WA, UAR, confusion matrix)
   similarity  Pearson / Spearman of model cosine vs human style ratings
   score       cosine of every audio-caption pair (JSONL); --threshold splits kept/dropped
-  suite       a paper's tables in one run: `suite clap|clsp|fusionaudio --model M --root DIR`
+  captioning  the model's captions (JSONL with each clip's references) scored against every caption of the
+              clip: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr (pip install 'clsp[caption]'; METEOR,
+              SPICE and PTB tokenisation run on Java; what cannot run is listed with why) + the CLAP score
+  suite       a paper's tables in one run: `suite clap|clsp|fusionaudio|captioning --model M --root DIR`
 
 --data is a CSV/TSV/JSONL table (relative audio paths resolve against its folder, or
 --audio-root), for retrieval/score WebDataset shards ('/d/test-{0000..0009}.tar' or a
-folder), or an official release folder as NAME:DIR:
+folder, for retrieval/score/captioning), or an official release folder as NAME:DIR:
   audiocaps:DIR  test.csv/val.csv, audio named by YouTube id (in DIR or DIR/test/)
   clotho:DIR     clotho_captions_evaluation.csv + evaluation/
   esc50:DIR      meta/esc50.csv + audio/          us8k:DIR   metadata/UrbanSound8K.csv + audio/foldN/
@@ -35,6 +38,7 @@ from clsp.data.table_cache import default_cache_root, materialize
 from clsp.data.urls import expand_urls, is_shard_spec
 from clsp.errors import ArgumentParser, UserError, entry_point
 from clsp.evaluation import report as rep
+from clsp.evaluation.captioning import TOKENIZERS
 from clsp.evaluation.catalog import fingerprint, fold_name, load_official, parse_official_spec, with_labels
 from clsp.evaluation.clips import Clip, Skips, shard_clips
 from clsp.evaluation.embed import EmbeddingCache
@@ -101,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score-column", default=None)
     c = tasks.add_parser("score", parents=[common, pairs], help="cosine of every audio-caption pair")
     c.add_argument("--threshold", type=float, default=None, help="also write kept.jsonl / dropped.jsonl (e.g. 0.08)")
+    g = tasks.add_parser("captioning", parents=[common, pairs], help="caption the clips and score the captions")
+    g.add_argument("--num-beams", type=int, default=None, help="beam search width (default: the model's decoder.num_beams)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="caption length limit (default: the model's)")
+    g.add_argument("--caption-tokenizer", choices=TOKENIZERS, default="auto",
+                   help="metric tokenisation: ptb (Java, as DCASE), simple (Python), auto (ptb when Java runs)")
 
     u = tasks.add_parser("suite", parents=[run], help="a named suite of official sets, with the published numbers beside")
-    u.add_argument("suite", choices=tuple(SUITES), help="clap, clsp or fusionaudio")
+    u.add_argument("suite", choices=tuple(SUITES), help=", ".join(SUITES))
     u.add_argument("--root", required=True, help="folder holding the downloaded sets (any depth up to 2)")
     u.add_argument("--ratings", default=None, help="style-ratings table (audio, description, score) for clsp")
     u.add_argument("--esc50-fold", default=None,
@@ -244,7 +253,13 @@ def load_input(args) -> Evaluation:
     if args.task == "similarity":
         return _similarity_input(args)
     found = _official(args)
-    return _zeroshot_input(args, found) if args.task == "zeroshot" else _pair_input(args, found)
+    if args.task == "zeroshot":
+        return _zeroshot_input(args, found)
+    ev = _pair_input(args, found)
+    if args.task == "captioning":
+        ev.options = {"tokenizer": args.caption_tokenizer, "num_beams": args.num_beams,
+                      "max_new_tokens": args.max_new_tokens}
+    return ev
 
 
 def run_suite_command(args) -> dict:
@@ -273,6 +288,13 @@ def _after(args, spec: str, outcome: Outcome, ev: Evaluation, out: Path) -> list
         if args.threshold is not None:
             print(f"{spec}: kept {counts['kept']} / dropped {counts['dropped']} of {counts['pairs']} pairs "
                   f"at threshold {args.threshold} -> {where}")
+    if args.task == "captioning":
+        where = out if len(args.model) == 1 else out / rep.slug(spec)
+        write_scores(outcome.records, where, name="captions")
+        for metric, why in outcome.metrics["unavailable"].items():
+            print(f"{spec}: {metric} unavailable: {why}")
+        print(f"{spec}: captions of {len(outcome.records)} clips -> {where / 'captions.jsonl'} "
+              f"(tokenisation: {outcome.metrics['tokenization']})")
     if args.task == "zeroshot":
         name = f"confusion_{rep.slug(spec)}.png"
         out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is out of range", "give an integer >= 1")
+    for option in ("num_beams", "max_new_tokens"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{option.replace('_', '-')} {value} is out of range", "give an integer >= 1")
     if args.device is not None and args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {args.device} but no CUDA GPU is visible here", "drop --device or use cpu")

@@ -13,7 +13,7 @@ polynomial, which a fourth checks; a run of any lengths then costs eight counts 
 check would be counted at each new length instead). Whisper's stride-2 convolution rounds its positions
 up, which puts a clip of n positions up to 1/n above the fit (0.3 % for a 3.4 s clip). The towers treat samples independently, so a batch's
 FLOPs are clips x audio(padded seconds) + captions x text(padded tokens); the contrastive losses (B x B
-logits) are left out.
+logits) and a caption decoder are left out.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class FlopCounter:
 
     def _get_twin(self) -> CLSPModel:
         if self._twin is None:
-            config = self._model.portable_config()  # inlined architectures: nothing is fetched or loaded
+            # Inlined architectures: nothing is fetched or loaded. The towers only: a caption decoder is not counted.
+            config = dataclasses.replace(self._model.portable_config(), decoder=None)
             for side in (config.audio, config.text):
                 side.gradient_checkpointing = False
             with torch.device("meta"):

@@ -22,7 +22,7 @@ import torch
 from clsp.config import CLSPConfig
 from clsp.convert import load_source
 from clsp.errors import UserError
-from clsp.model import CLSPModel
+from clsp.model import DECODER_TOKENIZER_DIR, CLSPModel
 from clsp.tokenizer import load_tokenizer
 
 
@@ -113,7 +113,14 @@ def model_from_checkpoint(path: str | Path, use_ema: bool = True) -> CLSPModel:
     tokenizer_dir = path.resolve().parent.parent / "tokenizer"
     if not tokenizer_dir.exists():
         raise FileNotFoundError(f"tokenizer files not found at {tokenizer_dir} (expected beside the run's checkpoints/)")
-    model = CLSPModel(config, tokenizer=load_tokenizer(str(tokenizer_dir)))
+    decoder_tokenizer = None
+    if config.decoder is not None:  # the run folder keeps the caption decoder's tokenizer beside the text one's
+        decoder_dir = tokenizer_dir.parent / DECODER_TOKENIZER_DIR
+        if not decoder_dir.exists():
+            raise FileNotFoundError(f"caption decoder tokenizer files not found at {decoder_dir} (expected beside the "
+                                    "run's checkpoints/)")
+        decoder_tokenizer = load_tokenizer(str(decoder_dir), "the run's decoder_tokenizer/")
+    model = CLSPModel(config, tokenizer=load_tokenizer(str(tokenizer_dir)), decoder_tokenizer=decoder_tokenizer)
     # With EMA, `state_dict` is the average and `current_model_state` the raw weights.
     state = ckpt["state_dict"] if use_ema else ckpt.get("current_model_state", ckpt["state_dict"])
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}

@@ -24,14 +24,19 @@ class Batch:
     negative_input_ids: torch.Tensor | None = None  # [B, L] hard negative of the primary caption
     negative_attention_mask: torch.Tensor | None = None  # [B, L]
     has_negative: torch.Tensor | None = None  # [B] bool; False where no attribute could be flipped
+    # The caption decoder's input, one caption per clip (runs with a CaptioningLoss only): <bos> caption <eos>
+    # in the decoder's own tokenizer, right padded (clsp.decoder.tokenize_captions).
+    decoder_input_ids: torch.Tensor | None = None  # [B, L]
+    decoder_attention_mask: torch.Tensor | None = None  # [B, L]
     keys: list[str] = field(default_factory=list)
     attributes: list[dict] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)  # the caption strings, aligned with input_ids
-    truncated: int = 0  # captions cut at the tokenizer's max length in this batch
+    truncated: int = 0  # captions cut at the tokenizer's max length in this batch (decoder captions included)
     skipped: dict[str, int] = field(default_factory=dict)  # samples skipped by reason since the last batch
     # Host-side facts computed in collate, so the training step never reads them back from the device.
     caption_lengths: list[int] = field(default_factory=list)  # [C] tokens per caption row
     negative_lengths: list[int] = field(default_factory=list)  # [B] tokens per hard-negative row
+    decoder_lengths: list[int] = field(default_factory=list)  # [B] tokens per decoder caption
     padding_efficiency: float = 1.0  # real audio samples / padded samples (sum(audio_lengths) / (B * T))
 
     @property

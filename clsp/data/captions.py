@@ -10,6 +10,11 @@ Training (`select_captions`, `data.caption_policy`):
   contributes its primary only.
 `caption_choice` picks which caption of a kind: "random" (training) or "first".
 
+Caption decoder (`decoder_caption`, `data.decoder_captions`), only in runs that train one: one caption
+per clip, "short" / "long" (a clip without that kind falls back to the other, counted as
+`decoder_caption_fallback`) or "random" (any one), picked by `caption_choice` independently of the
+contrastive captions: the same rule as a one-caption `caption_policy`.
+
 Evaluation (`eval_captions`, `data.val_caption_policy` / `clsp.eval --captions`): every caption of
 the kind ("short", "long" or "all", in stored order). A clip with no caption of the kind is left out
 of retrieval and counted as `no_<kind>_caption`: scoring it against captions of another kind would
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 CAPTION_POLICIES = ("short", "long", "random", "both")
 CAPTION_CHOICES = ("random", "first")
+DECODER_CAPTIONS = ("short", "long", "random")
 EVAL_CAPTIONS = ("short", "long", "all")
 PAIRINGS = ("short+long", "two_longs")
 
@@ -89,6 +95,15 @@ def select_captions(captions: dict[str, list[str]], policy: str, rng: random.Ran
         j = rng.choice([k for k in range(len(long)) if k != i]) if choice == "random" else (1 if i == 0 else 0)
         out.append((long[j], "long"))
     return out, False
+
+
+def decoder_caption(captions: dict[str, list[str]], kind: str, rng: random.Random,
+                    choice: str = "random") -> tuple[str, bool]:
+    """The caption the decoder trains on for one clip, and whether the other kind stood in for `kind`."""
+    if kind not in DECODER_CAPTIONS:
+        raise ValueError(f"decoder_captions must be one of {DECODER_CAPTIONS}, got {kind!r}")
+    chosen, fallback = select_captions(captions, kind, rng, choice)
+    return chosen[0][0], fallback
 
 
 def eval_captions(captions: dict[str, list[str]], kind: str) -> tuple[list[str], list[str]]:

@@ -21,12 +21,14 @@ def collate(
     *,
     negatives: Sequence[str | None] | None = None,
     skipped: dict[str, int] | None = None,
+    decoder: tuple[Sequence[str], Tokenize] | None = None,
 ) -> Batch:
     """One Batch from decoded samples and their chosen captions (primary first per sample).
 
     Audio is zero padded to the longest clip; the captions are tokenized in one call and padded to the
     longest of them, the hard negatives (if any) in another, so every row the step embeds is padded
-    once, to its own batch's width. Truncation at the model's max length is counted.
+    once, to its own batch's width. `decoder`: one caption per sample and the caption decoder's
+    tokenization, for the decoder's input rows. Truncation at the max lengths is counted.
     """
     b = len(samples)
     if b == 0:
@@ -63,4 +65,10 @@ def collate(
         batch.negative_attention_mask = neg.attention_mask
         batch.has_negative = torch.tensor([n is not None for n in negatives], dtype=torch.bool)
         batch.negative_lengths = neg.attention_mask.sum(1).tolist()
+    if decoder is not None:
+        texts, tokenize_decoder = decoder
+        dec = tokenize_decoder(list(texts))
+        batch.decoder_input_ids, batch.decoder_attention_mask = dec.input_ids, dec.attention_mask
+        batch.decoder_lengths = dec.attention_mask.sum(1).tolist()
+        batch.truncated += int(dec.cut.sum())
     return batch

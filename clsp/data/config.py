@@ -9,7 +9,13 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from clsp.data.captions import CAPTION_CHOICES, CAPTION_POLICIES, EVAL_CAPTIONS, CaptionSchedule
+from clsp.data.captions import (
+    CAPTION_CHOICES,
+    CAPTION_POLICIES,
+    DECODER_CAPTIONS,
+    EVAL_CAPTIONS,
+    CaptionSchedule,
+)
 from clsp.validate import require
 
 
@@ -82,6 +88,11 @@ class DataConfig:
     caption_schedule: CaptionSchedule = field(default_factory=CaptionSchedule)
     hard_negatives: bool = False  # one attribute of the primary caption flipped (clsp.data.perturb)
     val_caption_policy: str = "short"  # short | long | all
+    # Runs that train a caption decoder (a CaptioningLoss term): the kind of its one caption per clip (short |
+    # long | random; a clip without the kind uses the other) and the validation clips it captions greedily
+    # for val/caption/* (CIDEr-D and the teacher-forced loss; 0 = none).
+    decoder_captions: str = "short"
+    caption_val_clips: int = 32
     # Reading.
     batch_size: int = 32
     val_batch_size: int | None = None  # null = batch_size
@@ -100,6 +111,8 @@ class DataConfig:
         require("data", "caption_policy", self.caption_policy, choices=CAPTION_POLICIES)
         require("data", "caption_choice", self.caption_choice, choices=CAPTION_CHOICES)
         require("data", "val_caption_policy", self.val_caption_policy, choices=EVAL_CAPTIONS)
+        require("data", "decoder_captions", self.decoder_captions, choices=DECODER_CAPTIONS)
+        require("data", "caption_val_clips", self.caption_val_clips, int, ge=0)
         require("data", "batch_size", self.batch_size, int, ge=1)
         require("data", "val_batch_size", self.val_batch_size, int, ge=1, null=True)
         if self.num_workers is None:  # one process here; a multi-process run divides the CPUs (clsp.training.fit)

@@ -15,7 +15,8 @@ samples over all ranks (rounded up to whole batches per reader, so every rank yi
 number of batches). Shuffling is seeded by (seed, epoch, rank, worker): runs and resumed runs see
 the same batches. `set_position(epoch, step, skip)` tells the next iteration where the run is.
 
-Captions (`clsp.data.captions`) are chosen here, per sample, including the per-step pairing of
+Captions (`clsp.data.captions`) are chosen here, per sample, including the caption decoder's (given
+`decoder_tokenize`, `decoder_tokenizer`: runs that train one) and the per-step pairing of
 multi-positive training: the step of a batch is `step + (index - skip) // accumulate`, its index in
 the epoch being `j * workers + worker` for a worker's j-th batch (the loader's round robin), so a
 resumed run draws the same pairings.
@@ -32,10 +33,10 @@ from typing import Any
 from torch import Generator
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from clsp.config import TextConfig
+from clsp.config import DecoderConfig, TextConfig
 from clsp.data.batch import Batch
 from clsp.data.bucketing import bucket_batches
-from clsp.data.captions import select_captions
+from clsp.data.captions import decoder_caption, select_captions
 from clsp.data.collate import Tokenize, collate
 from clsp.data.config import DataConfig
 from clsp.data.perturb import flip_attribute
@@ -43,6 +44,7 @@ from clsp.data.samples import CROPS, decode_raw, probe_seconds
 from clsp.data.skips import SkipCounter
 from clsp.data.tar import iter_raw
 from clsp.data.urls import deal_shards, parse_sources, shard_sizes
+from clsp.decoder import tokenize_captions
 from clsp.tokenizer import tokenize as tokenize_texts
 
 
@@ -59,7 +61,8 @@ class ShardDataset(IterableDataset):
 
     def __init__(self, urls: Any, tokenize: Tokenize, config: DataConfig, *, sample_rate: int,
                  max_seconds: float | None, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, crop: str = "random", drop_last: bool = False, accumulate: int = 1):
+                 shuffle: bool = True, crop: str = "random", drop_last: bool = False, accumulate: int = 1,
+                 decoder_tokenize: Tokenize | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         if crop not in CROPS:
@@ -67,7 +70,7 @@ class ShardDataset(IterableDataset):
         if config.max_batch_seconds is not None and config.epoch_mode and world_size > 1:
             raise ValueError("data.max_batch_seconds on several ranks needs a resampled stream (epoch_mode: false), "
                              "so every rank yields the same number of batches")
-        self.config, self.tokenize = config, tokenize
+        self.config, self.tokenize, self.decoder_tokenize = config, tokenize, decoder_tokenize
         self.sample_rate, self.max_seconds, self.crop = sample_rate, max_seconds, crop
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.drop_last, self.accumulate = shuffle, drop_last, max(1, accumulate)
@@ -203,7 +206,7 @@ class ShardDataset(IterableDataset):
         """Decode a group, choose each clip's captions (and negative) and collate; None if nothing decoded."""
         cfg = self.config
         pairing = cfg.caption_schedule.draw(step, random.Random(mix(self.seed, step, 2)))
-        samples, chosen, negatives = [], [], []
+        samples, chosen, negatives, decoder_texts = [], [], [], []
         for raw in group:
             sample = decode_raw(raw, counter, sample_rate=self.sample_rate, max_seconds=self.max_seconds,
                                 crop=self.crop, rng=rng)
@@ -217,12 +220,18 @@ class ShardDataset(IterableDataset):
                 if negative is None:
                     counter.note("no_negative")
                 negatives.append(negative)
+            if self.decoder_tokenize is not None:
+                text, fallback = decoder_caption(sample.captions, cfg.decoder_captions, rng, cfg.caption_choice)
+                if fallback:
+                    counter.note("decoder_caption_fallback")
+                decoder_texts.append(text)
             samples.append(sample)
             chosen.append(caps)
         if not samples:
             return None
+        decoder = (decoder_texts, self.decoder_tokenize) if self.decoder_tokenize is not None else None
         return collate(samples, chosen, self.tokenize, negatives=negatives if cfg.hard_negatives else None,
-                       skipped=counter.drain())
+                       skipped=counter.drain(), decoder=decoder)
 
 
 class ShardLoader(DataLoader):
@@ -251,14 +260,20 @@ def text_tokenizer(tokenizer: Any, text: TextConfig | None = None) -> Tokenize:
                              punctuation=text.punctuation)
 
 
+def decoder_tokenizer(tokenizer: Any, decoder: DecoderConfig) -> Tokenize:
+    """The caption decoder's tokenization of its captions (<bos> caption <eos>, its max length), picklable for
+    workers; `tokenizer` is the decoder's own (`CaptionDecoder.tokenizer`)."""
+    return functools.partial(tokenize_captions, tokenizer, max_length=decoder.max_length)
+
+
 _DATASET_ARGS = ("sample_rate", "max_seconds", "rank", "world_size", "seed", "shuffle", "crop", "drop_last",
-                 "accumulate")
+                 "accumulate", "decoder_tokenize")
 
 
 def build_dataloader(urls: Any, *, tokenizer: Any, config: DataConfig | None = None, text: TextConfig | None = None,
                      **kwargs: Any) -> ShardLoader:
     """A DataLoader yielding training `Batch`es. Keyword arguments: the ShardDataset's (sample_rate,
-    max_seconds, rank, world_size, seed, shuffle, crop, drop_last, accumulate), the text settings of
+    max_seconds, rank, world_size, seed, shuffle, crop, drop_last, accumulate, decoder_tokenize), the text settings of
     `clsp.config.TextConfig` (max_length, lowercase, punctuation), or DataConfig fields."""
     dataset_args = {k: kwargs.pop(k) for k in _DATASET_ARGS if k in kwargs}
     dataset_args.setdefault("sample_rate", 48000)

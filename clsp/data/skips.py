@@ -30,7 +30,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "empty_caption",
 )
 # Events that are counted but are not failures.
-EVENTS: tuple[str, ...] = ("caption_fallback", "no_negative")
+EVENTS: tuple[str, ...] = ("caption_fallback", "decoder_caption_fallback", "no_negative")
 # Samples seen before the failure rate is judged: large enough that a few bad samples at the start
 # of a healthy data set do not stop it, small enough that a small broken one stops within a few passes.
 MIN_SAMPLES = 50

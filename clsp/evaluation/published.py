@@ -2,7 +2,12 @@
 
 Each row names its paper and the setting it was measured in, so a reader can tell which
 comparisons are like for like: the AudioCaps rows are after AudioCaps fine-tuning, the
-ESC-50 and speech rows are zero-shot. Values are percentages except Pearson r.
+ESC-50 and speech rows are zero-shot. Values are percentages except Pearson r and the
+captioning scores (fractions, as pycocoevalcap gives them). The captioning rows are the only
+ones found in a source that could be read here: the DCASE 2020 task 6 baseline's Clotho
+evaluation scores as the 3rd-placed team's repository tabulates them
+(github.com/WangHelin1997/DCASE2020-Task6-PKU), and CoNeTTE's SPIDEr from its abstract
+(arXiv:2309.00454); later DCASE baselines publish SPIDEr-FL, which clsp does not compute.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ class Published:
 _FUSIONAUDIO = "FusionAudio (Chen et al., ACL 2026)"
 _AC_FT = "AudioCaps test after AudioCaps fine-tuning; WavCaps a2t/t2a protocol"
 _CLSP = "CLSP / FCaps (Yang et al., ACL 2026)"
+_CONETTE = "CoNeTTE (Labbé et al., arXiv:2309.00454)"
+_CONETTE_SETTING = "trained on AudioCaps + Clotho + MACS + WavCaps; SPIDEr as the abstract states it"
 
 
 def _ac(captions: str, t2a1: float, t2a10: float, a2t1: float, a2t10: float) -> Published:
@@ -44,6 +51,14 @@ PUBLISHED: tuple[Published, ...] = (
     Published(_CLSP, "CLSP", "crema-d/emotion", {"WA": 35.1}, "zero-shot"),
     Published(_CLSP, "CLSP", "crema-d/age", {"WA": 40.6}, "zero-shot; the paper's age bins may differ from clsp's"),
     Published(_CLSP, "CLSP", "style", {"pearson": 0.893}, "style similarity vs human ratings"),
+    Published("DCASE 2020 task 6 baseline, as tabulated by Wang et al. (DCASE 2020 report's repository)",
+              "the task's baseline system", "clotho/captioning",
+              {"BLEU_1": 0.389, "BLEU_4": 0.015, "ROUGE_L": 0.262, "METEOR": 0.084, "CIDEr-D": 0.074,
+               "SPICE": 0.033, "SPIDEr": 0.054}, "Clotho evaluation split"),
+    Published(_CONETTE, "CoNeTTE (ConvNeXt + transformer decoder, task embeddings)", "clotho/captioning",
+              {"SPIDEr": 0.305}, _CONETTE_SETTING),
+    Published(_CONETTE, "CoNeTTE (ConvNeXt + transformer decoder, task embeddings)", "audiocaps/captioning",
+              {"SPIDEr": 0.441}, _CONETTE_SETTING),
 )
 
 

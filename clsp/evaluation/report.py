@@ -137,12 +137,15 @@ HEADLINE = {
                   "a2t/mAP@10", "a2t/mAP@10_laion", "a2t/medR", "num_clips"),
     "zeroshot": ("WA", "UAR", "WA_fold_mean", "num_clips"),
     "similarity": ("pearson", "spearman", "num_pairs"),
+    "captioning": ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr-D", "SPICE", "SPIDEr", "clap_score", "num_clips"),
 }
-# The one number per task the summary plot shows.
-_SUMMARY = {"retrieval": "t2a/R@1", "zeroshot": "WA", "similarity": "pearson"}
+# The one number per task the summary plot shows (CIDEr-D for captioning: it needs no Java, so it is always there).
+_SUMMARY = {"retrieval": "t2a/R@1", "zeroshot": "WA", "similarity": "pearson", "captioning": "CIDEr-D"}
 
 
 def _kind(metrics: dict) -> str:
+    if "tokenization" in metrics:
+        return "captioning"
     return "retrieval" if "t2a/R@1" in metrics else "similarity" if "pearson" in metrics else "zeroshot"
 
 
@@ -177,7 +180,11 @@ def write_suite_report(out_dir: str | Path, payload: dict) -> tuple[Path, Path]:
     summary = [t for t, by_model in payload["results"].items() if by_model]
     if summary:
         plot_summary(payload, out / "summary.png")
-    body = {k: v for k, v in payload.items() if k != "ranks"}
+    for task, by_model in payload.get("captions", {}).items():  # each model's captions, beside the report
+        for spec, records in by_model.items():
+            name = f"captions_{slug(task)}_{slug(spec)}.jsonl"
+            write_text_atomic(out / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    body = {k: v for k, v in payload.items() if k not in ("ranks", "captions")}
     json_path = out / "report.json"
     write_text_atomic(json_path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
@@ -204,6 +211,8 @@ def write_suite_report(out_dir: str | Path, payload: dict) -> tuple[Path, Path]:
                    "folds); published rows are 5-fold means."]
         md += [f"Protocol: {k} = `{json.dumps(v)}`" for k, v in protocol.items()]
         md += [""] + _suite_table(by_model, payload["published"].get(task, [])) + [""]
+        md += [f"`{spec}`: {metric} unavailable: {why}" for spec, m in by_model.items()
+               for metric, why in m.get("unavailable", {}).items()]
         if info is not None and info["missing"] and task == next(t for t in payload["results"] if t.startswith(dataset)):
             md += [f"<details><summary>{info['missing_count']} missing clips</summary>", ""]
             md += [f"- {line}" for line in info["missing"]] + ["", "</details>", ""]

@@ -10,6 +10,8 @@ beside the model's own. Data sets not found are listed, not fatal.
   when a ratings table is given (CLSP).
 - ``fusionaudio``: AudioCaps + Clotho retrieval, ESC-50 + UrbanSound8K zero-shot, the
   FusionAudio paper's retrieval and classification sets that have an adapter here.
+- ``captioning``: Clotho (evaluation split) and AudioCaps (test) captioning, the DCASE way: each
+  clip's caption against its 5 references (models with a caption decoder); captions written beside.
 
 Each data set is encoded once per model: the clips' audio embeddings are computed once and
 shared by every task on that set (RAVDESS emotion and gender read the same embeddings),
@@ -41,7 +43,7 @@ __all__ = ["SUITES", "SuiteTask", "find_sets", "run_suite"]
 class SuiteTask:
     id: str  # report section: "audiocaps", "ravdess/emotion", "style"
     dataset: str  # adapter name, or "ratings" (the style table given by the user)
-    kind: str  # "retrieval", "zeroshot" or "similarity"
+    kind: str  # "retrieval", "zeroshot", "similarity" or "captioning"
     label: str | None = None  # zero-shot label attribute
 
 
@@ -57,6 +59,8 @@ SUITES: dict[str, tuple[SuiteTask, ...]] = {
         SuiteTask("style", "ratings", "similarity"),
     ),
     "fusionaudio": _RETRIEVAL + _SOUND,
+    "captioning": (SuiteTask("clotho/captioning", "clotho", "captioning"),
+                   SuiteTask("audiocaps/captioning", "audiocaps", "captioning")),
 }
 
 
@@ -93,6 +97,10 @@ def _evaluation(task: SuiteTask, found: object, ratings: str | None, esc50_fold:
     """(the task's Evaluation, its protocol notes for the report)."""
     if task.kind == "similarity":
         return Evaluation("similarity", lambda: found, data_fingerprint(ratings, found)), {"ratings": ratings}
+    if task.kind == "captioning":
+        return Evaluation("captioning", lambda: found.clips, fingerprint(found)), {
+            "references": "every caption of a clip", "decoding": "the model's decoder defaults (num_beams)",
+            "tokenization": "PTB (Java) when it runs, else clsp's Python approximation (see each model's row)"}
     if task.kind == "retrieval":
         return Evaluation("retrieval", lambda: found.clips, fingerprint(found)), {
             "captions_per_clip": float(np.mean([len(c.captions) for c in found.clips])),
@@ -129,7 +137,8 @@ def run_suite(
 
     The payload holds ``results[task id][model spec]`` (metrics), ``sets`` (where each data set
     was found, how many clips it listed, which were missing), ``protocols`` (prompts, folds),
-    ``published`` rows per task, ``not_found`` and ``ranks`` (for plots; not JSON).
+    ``published`` rows per task, ``not_found``, ``ranks`` (for plots; not JSON) and ``captions`` (each
+    captioning task's records per model, written as JSONL beside the report).
     """
     if name not in SUITES:
         raise UserError(f"unknown suite {name!r}", f"use one of {', '.join(SUITES)}")
@@ -141,6 +150,7 @@ def run_suite(
     prepared = {t.id: _evaluation(t, sets[t.dataset], ratings, esc50_fold) for t in tasks}
     results: dict[str, dict[str, dict]] = {t.id: {} for t in tasks}
     ranks: dict[str, dict[str, RetrievalRanks]] = {}
+    captions: dict[str, dict[str, list[dict]]] = {}
     for spec in models:
         model = load_model(spec)
         model_fp = model_fingerprint(model)
@@ -153,6 +163,8 @@ def run_suite(
                 outcome.metrics |= {"listed_clips": found.listed, "missing_clips": len(found.missing)}
             if outcome.ranks is not None:
                 ranks.setdefault(task.id, {})[spec] = outcome.ranks
+            if task.kind == "captioning":
+                captions.setdefault(task.id, {})[spec] = outcome.records
             results[task.id][spec] = outcome.metrics
         del model
     return {
@@ -165,4 +177,5 @@ def run_suite(
         "published": {t.id: [vars(p) for p in published_for(t.id)] for t in SUITES[name]},
         "not_found": not_found,
         "ranks": ranks,
+        "captions": captions,
     }

@@ -2,8 +2,9 @@
 
 An `Evaluation` is a task's data, loaded once (a table, shards or an official set) and evaluated for
 each model by `evaluate`, which embeds what the task needs through the embedding cache and returns
-the metrics (and the ranks, for retrieval plots). The entry point and the suites only differ in how
-they find the data and lay out the report.
+the metrics (and the ranks, for retrieval plots). Captioning captions the clips with the model's decoder
+and scores the captions against each clip's own captions (`clsp.evaluation.caption_task`). The entry point
+and the suites only differ in how they find the data and lay out the report.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from clsp.evaluation.caption_task import evaluate_captioning
 from clsp.evaluation.clips import Clip, Skips
 from clsp.evaluation.embed import EmbeddingCache, cache_key, embed_pairs, encode_clips, model_fingerprint
 from clsp.evaluation.metrics import RetrievalRanks, zeroshot_metrics
@@ -22,7 +24,7 @@ from clsp.evaluation.score import scores_from_embeddings
 from clsp.evaluation.similarity import evaluate_similarity
 from clsp.evaluation.zeroshot import class_embeddings, fold_accuracies, label_targets, prompt_cache_key
 
-TASKS = ("retrieval", "zeroshot", "similarity", "score")
+TASKS = ("retrieval", "zeroshot", "similarity", "score", "captioning")
 
 
 @dataclass
@@ -38,13 +40,14 @@ class Evaluation:
     labels: list[str] | None = None  # zero-shot: those clips' labels (sets shared by several tasks relabel)
     skips: Skips = field(default_factory=Skips)  # clips left out while reading, by reason
     info: dict = field(default_factory=dict)  # what the report says about the data
+    options: dict = field(default_factory=dict)  # captioning: generation options and the metrics' `tokenizer`
 
 
 @dataclass
 class Outcome:
     metrics: dict
     ranks: RetrievalRanks | None = None
-    records: list[dict] | None = None  # score: one {key, caption, kind, score} per pair
+    records: list[dict] | None = None  # score: one {key, caption, kind, score} per pair; captioning: one per clip
 
 
 def evaluate(model, ev: Evaluation, *, cache: EmbeddingCache | None = None, batch_size: int = 16,
@@ -62,6 +65,9 @@ def evaluate(model, ev: Evaluation, *, cache: EmbeddingCache | None = None, batc
         return Outcome(evaluate_similarity(model, list(ev.clips()), batch_size=batch_size, cache=cache, cache_key=key,
                                            desc=desc))
     try:
+        if ev.task == "captioning":  # captions are not cached: they depend on the generation options too
+            metrics, records = evaluate_captioning(model, ev.clips(), batch_size=batch_size, desc=desc, **ev.options)
+            return Outcome(metrics, records=records)
         pairs = embed_pairs(model, ev.clips(), cache=cache, key=key, batch_size=batch_size, desc=desc)
     except ValueError as exc:
         if ev.skips:  # say why a shard set came out empty

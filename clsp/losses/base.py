@@ -16,7 +16,7 @@ class ContrastiveOutputs:
     """What the model hands to the losses for one (local) batch of B clips and C >= B captions."""
 
     audio: Tensor  # [B, D] L2-normalised clip embeddings
-    text: Tensor  # [C, D] L2-normalised captions; rows [:B] are the primary caption of each clip
+    text: Tensor | None  # [C, D] L2-normalised captions, rows [:B] the primary caption of each clip (None: no term reads them)
     caption_to_clip: Tensor  # [C] int64 clip index of each caption (caption_to_clip[:B] == arange(B))
     scale: Tensor  # scalar logit scale, already exponentiated and clamped (the model's `scale()`)
     logit_bias: Tensor | None = None  # scalar, SigLIP only
@@ -63,6 +63,8 @@ def float32(forward):
 def check_embeddings(out: ContrastiveOutputs, name: str) -> tuple[int, int]:
     """Shape checks shared by the global losses; returns (B, C)."""
     a, t = out.audio, out.text
+    if t is None:
+        raise ValueError(f"{name}: no text embeddings (ContrastiveOutputs.text is None)")
     if a.ndim != 2 or t.ndim != 2:
         raise ValueError(f"{name}: audio and text must be [B, D] and [C, D], got {tuple(a.shape)} and {tuple(t.shape)}")
     if a.shape[1] != t.shape[1]:
@@ -85,6 +87,7 @@ class Objective(nn.Module):
     needs_negatives: ClassVar[bool] = False
     needs_all_captions: ClassVar[bool] = False
     needs_captions: ClassVar[bool] = False  # the trainer runs the caption decoder
+    needs_embeddings: ClassVar[bool] = True  # reads the clip and caption embeddings (every term but captioning)
 
     def missing_inputs(self, out: ContrastiveOutputs) -> list[str]:
         return [f for f in self.requires if getattr(out, f) is None]

@@ -26,6 +26,7 @@ class CaptioningLoss(Objective):
 
     requires = ("caption_logits", "caption_ids", "caption_mask")
     needs_captions = True
+    needs_embeddings = False  # the decoder reads the audio frames only: captioning alone trains no text tower
 
     def __init__(self, label_smoothing: float = 0.0, gather: bool = True) -> None:
         super().__init__()

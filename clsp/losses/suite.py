@@ -47,6 +47,11 @@ class LossSuite(nn.Module):
     def needs_captions(self) -> bool:
         return self._flag("needs_captions")
 
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether any term reads the clip and caption embeddings (a loss without the flag is assumed to)."""
+        return any(getattr(m, "needs_embeddings", True) for m in self.terms.values())
+
     def forward(self, out: ContrastiveOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         for name, module in self.terms.items():
             missing = [f for f in getattr(module, "requires", ()) if getattr(out, f) is None]

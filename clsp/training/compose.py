@@ -199,7 +199,8 @@ def typed_config(cfg: DictConfig) -> TrainConfig:
 
 
 def check_sections(cfg: TrainConfig) -> None:
-    """Rules that join two sections: which captions the data gives and which the losses need."""
+    """Rules that join two sections: which captions the data gives and which the losses need; a captioning term
+    needs a decoder."""
     losses = build_losses(cfg.loss)
     both = cfg.data.caption_policy == "both"
     if losses.needs_all_captions and not both:
@@ -208,6 +209,9 @@ def check_sections(cfg: TrainConfig) -> None:
     if both and not losses.needs_all_captions:
         raise ConfigError("data.caption_policy=both gives two captions per clip but no loss term uses the second",
                           "add a multi-positive term (loss=multipositive) or choose short, long or random")
+    if losses.needs_captions and cfg.model.decoder is None and not cfg.run.init_from:  # init_from: build_model checks
+        raise ConfigError("a loss term trains the caption decoder but model.decoder is not set",
+                          "choose a model with a decoder (e.g. model=tiny_whisper_caption) or drop the captioning term")
     if losses.needs_negatives != bool(cfg.data.hard_negatives):
         raise ConfigError(f"data.hard_negatives={str(cfg.data.hard_negatives).lower()} but "
                           f"{'a' if losses.needs_negatives else 'no'} loss term uses hard negatives",

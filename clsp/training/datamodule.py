@@ -1,7 +1,8 @@
 """The LightningDataModule: shard loaders for training (resumable mid-epoch) and validation.
 
 Built from the run's `data:` section (`clsp.data.config.DataConfig`, whose `_target_` names this
-class) and the model: the audio rate and window, and the text tokenization, follow the model.
+class) and the model: the audio rate and window, and the text tokenization, follow the model; given
+the caption decoder's tokenizer (runs that train the decoder), batches also carry its captions.
 Validation reads the clip stream every evaluation reads (`clsp.evaluation.clips.ClipStream`), each
 rank its share.
 """
@@ -22,6 +23,7 @@ from clsp.config import AudioConfig, CLSPConfig
 from clsp.data.batch import Batch
 from clsp.data.config import DataConfig
 from clsp.data.dataset import ShardDataset, ShardLoader, shard_loader, text_tokenizer
+from clsp.data.dataset import decoder_tokenizer as _decoder_tokenizer
 from clsp.evaluation.clips import ClipStream
 from clsp.training.resume import loop_position
 
@@ -99,11 +101,17 @@ def equal_batches(dataset: ShardDataset) -> Callable[[int], int | None]:
 
 
 class CLSPDataModule(L.LightningDataModule):
-    def __init__(self, data: DataConfig, model_config: CLSPConfig, tokenizer, *, seed: int = 0, accumulate: int = 1):
+    def __init__(self, data: DataConfig, model_config: CLSPConfig, tokenizer, *, seed: int = 0, accumulate: int = 1,
+                 decoder_tokenizer=None):
         super().__init__()
         self.data = data
         self.model_config = model_config
         self.tokenize = text_tokenizer(tokenizer, model_config.text)
+        self.decoder_tokenize = None
+        if decoder_tokenizer is not None:
+            if model_config.decoder is None:
+                raise ValueError("a decoder tokenizer was given for a model without a caption decoder")
+            self.decoder_tokenize = _decoder_tokenizer(decoder_tokenizer, model_config.decoder)
         self.seed = seed
         self.accumulate = accumulate
 
@@ -119,7 +127,8 @@ class CLSPDataModule(L.LightningDataModule):
         rank, world = self._rank()
         dataset = ShardDataset(self.data.train, self.tokenize, self.data, sample_rate=self.model_config.audio.sample_rate,
                                max_seconds=window_seconds(self.model_config.audio, self.data), rank=rank,
-                               world_size=world, seed=self.seed, accumulate=self.accumulate)
+                               world_size=world, seed=self.seed, accumulate=self.accumulate,
+                               decoder_tokenize=self.decoder_tokenize)
         return ResumableLoader(shard_loader(dataset), self._position, equal_batches(dataset),
                                lambda: loop_position(self.trainer))
 

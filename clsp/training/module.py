@@ -2,8 +2,12 @@
 
 The step reads: embed the batch's clips and captions (which captions, and their hard negatives, were
 chosen by the data), pack what the losses need into `ContrastiveOutputs`, run the loss suite. The
-module knows the model only through `embed_audio` / `embed_text` / `scale()`; validation is the
-evaluation package's retrieval path (`clsp.evaluation.retrieval`) over each rank's share of the clips.
+module knows the model only through `embed_audio` / `embed_text` / `scale()` and, when a loss term
+captions (`CaptioningLoss`), its caption decoder, teacher-forced on the batch's decoder captions over
+the clips' projected frames. Parts no loss term reads are frozen (a decoder without a captioning term,
+the text side in a captioning-only run), so DDP finds no unused parameters. Validation is the
+evaluation package's retrieval path (`clsp.evaluation.retrieval`) over each rank's share of the clips,
+plus, for a captioning run, greedy captions on a capped number of them (`clsp.training.caption_validation`).
 Counters, EMA, checkpoints and the random state live in callbacks (`clsp.training.callbacks`).
 """
 
@@ -13,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from clsp import checks
 from clsp.data.batch import Batch
@@ -21,39 +26,73 @@ from clsp.evaluation.embed import PairEmbeddings, embed_pairs
 from clsp.evaluation.retrieval import join_pairs, retrieval_scores
 from clsp.folders import upgrade_state
 from clsp.losses import ContrastiveOutputs, LossSuite
-from clsp.model import CLSPModel
+from clsp.model import CLSPModel, Embeddings
+from clsp.training.caption_validation import CaptionValidation
 from clsp.training.optim import build_optimizer, build_scheduler
 from clsp.training.schema import OptimConfig
 
 
 class CLSPTrainingModule(L.LightningModule):
     def __init__(self, model: CLSPModel, losses: LossSuite, optim: OptimConfig | None = None, *,
-                 pretrained_prefixes: tuple[str, ...] = ()):
+                 pretrained_prefixes: tuple[str, ...] = (), caption_val_clips: int = 0):
         super().__init__()
         self.model = model
         self.losses = losses
         self.optim_cfg = optim or OptimConfig()
         self.pretrained_prefixes = pretrained_prefixes
         self._val: list[PairEmbeddings] = []
+        if losses.needs_captions and model.decoder is None:
+            raise ValueError("a loss term trains the caption decoder but the model has none (set model.decoder)")
+        captioning = losses.needs_captions and caption_val_clips > 0
+        self._captions = CaptionValidation(caption_val_clips) if captioning else None
+        self._freeze_unused()
+
+    def _freeze_unused(self) -> None:
+        """Freeze what no loss term reads: DDP would fail on parameters that get no gradient."""
+        model, unused = self.model, {}
+        if model.decoder is not None and not self.losses.needs_captions:
+            unused["the caption decoder"] = list(model.decoder.parameters())
+        if not self.losses.needs_embeddings:
+            scales = [p for p in (model.logit_scale, model.logit_bias) if p is not None]
+            unused["the text tower, text head and logit scale"] = [*model.text.parameters(),
+                                                                    *model.text_head.parameters(), *scales]
+        for what, params in unused.items():
+            for param in params:
+                param.requires_grad_(False)
+            rank_zero_info(f"{what}: frozen, no loss term trains it")
 
     # ------------------------------------------------------------- one step
     def contrastive_outputs(self, batch: Batch) -> ContrastiveOutputs:
-        """Run both towers on a batch and collect what the losses need."""
-        model, tokens, b = self.model, self.losses.needs_tokens, batch.size
-        audio = model.embed_audio(batch.audio, batch.audio_lengths, return_tokens=tokens)
-        text = model.embed_text(batch.input_ids, batch.attention_mask, return_tokens=tokens)
+        """Run both towers (and the caption decoder) on a batch and collect what the losses need."""
+        model, losses, b = self.model, self.losses, batch.size
+        tokens = losses.needs_tokens
+        audio = model.embed_audio(batch.audio, batch.audio_lengths, return_tokens=tokens or losses.needs_captions)
+        text = model.embed_text(batch.input_ids, batch.attention_mask, return_tokens=tokens) \
+            if losses.needs_embeddings else None
         negative = None
-        if self.losses.needs_negatives:
+        if losses.needs_negatives:
             if batch.negative_input_ids is None:
                 raise ValueError("the loss needs hard negatives but the batch has none (set data.hard_negatives)")
             negative = model.embed_text(batch.negative_input_ids, batch.negative_attention_mask).embeds
+        logits, ids, mask = self._caption_pass(batch, audio) if losses.needs_captions else (None, None, None)
         return ContrastiveOutputs(
-            audio=audio.embeds, text=text.embeds, caption_to_clip=batch.caption_to_clip, scale=model.scale(),
-            logit_bias=model.logit_bias, audio_tokens=audio.tokens, audio_mask=audio.mask,
-            text_tokens=None if text.tokens is None else text.tokens[:b],
-            text_mask=None if text.mask is None else text.mask[:b],
+            audio=audio.embeds, text=None if text is None else text.embeds, caption_to_clip=batch.caption_to_clip,
+            scale=model.scale(), logit_bias=model.logit_bias,
+            audio_tokens=audio.tokens if tokens else None, audio_mask=audio.mask if tokens else None,
+            text_tokens=None if text is None or text.tokens is None else text.tokens[:b],
+            text_mask=None if text is None or text.mask is None else text.mask[:b],
             negative_text=negative, has_negative=batch.has_negative,
+            caption_logits=logits, caption_ids=ids, caption_mask=mask,
         )
+
+    def _caption_pass(self, batch: Batch, audio: Embeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder teacher-forced on the batch's decoder captions over the clips' frames: (logits, ids, mask)."""
+        if batch.decoder_input_ids is None:
+            raise ValueError("the loss trains the caption decoder but the batch has no decoder captions (build the "
+                             "data module with the decoder's tokenizer)")
+        width = max(batch.decoder_lengths)  # host-side lengths: no device read
+        ids, mask = batch.decoder_input_ids[:, :width], batch.decoder_attention_mask[:, :width]
+        return self.model.decoder(audio.tokens, audio.mask, ids), ids, mask
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         # No host reads in the step (clsp.checks): the batch was validated in collate, on the CPU.
@@ -87,12 +126,16 @@ class CLSPTrainingModule(L.LightningModule):
     def validation_step(self, item: tuple[list[Clip], dict[str, int]], batch_idx: int) -> None:
         # The EMA callback has swapped the average into self.model for validation.
         clips, _ = item
+        if clips and self._captions is not None:  # before embed_pairs drops the clips' audio
+            self._captions.add(self.model, clips, self.trainer.global_rank, self.trainer.world_size)
         if clips:
             self._val.append(embed_pairs(self.model, clips, batch_size=len(clips)))
 
     def on_validation_epoch_end(self) -> None:
         # Each rank embedded its share of the clips; every rank scores the gathered whole, so the
         # values agree across ranks (no sync needed) and equal a single-process validation.
+        if self._captions is not None:  # every rank takes part in the gather, whatever its share
+            self.log_dict({f"val/{k}": v for k, v in self._captions.result(self.trainer.world_size).items()})
         parts, self._val = self._val, []
         joined = self._gather(parts)
         if joined is None:

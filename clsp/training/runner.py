@@ -1,9 +1,9 @@
 """Run a composed config: build model, losses, data and trainer; fit; export; evaluate.
 
 Run folder (one per run, shared by all ranks): `<run.output_dir>/<run.name>/<run id>/` holding
-config.yaml (what ran: the model section is the built model's own config), tokenizer/, launch.json
-(the job ids a restart finds it by), checkpoints/{last,best}.ckpt, metrics.csv, model/ and
-results.json. The run id is rank 0's time stamp, plus the job id under SLURM/LSF
+config.yaml (what ran: the model section is the built model's own config), tokenizer/ (and
+decoder_tokenizer/ for a model with a caption decoder), launch.json (the job ids a restart finds
+it by), checkpoints/{last,best}.ckpt, metrics.csv, model/ and results.json. The run id is rank 0's time stamp, plus the job id under SLURM/LSF
 (`20260101-120000-job4242`, an array task `...-job4242_7`).
 """
 
@@ -28,10 +28,11 @@ from clsp.data.demo import build_demo
 from clsp.data.table_cache import resolve_tables
 from clsp.data.urls import expand_urls, parse_sources
 from clsp.errors import ConfigError, UserError
+from clsp.evaluation.caption_task import evaluate_captioning
 from clsp.evaluation.clips import Skips, shard_clips
 from clsp.evaluation.retrieval import evaluate_retrieval
 from clsp.loading import load_model, model_from_checkpoint
-from clsp.model import CLSPModel
+from clsp.model import DECODER_TOKENIZER_DIR, CLSPModel
 from clsp.training.callbacks import BEST, EMA, LAST, RandomState, checkpoint_callbacks
 from clsp.training.components import build_losses, component_class, instantiate
 from clsp.training.compose import typed_config
@@ -95,9 +96,10 @@ def build_model(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None)
     change the architecture its weights need is a one-line error."""
     if not cfg.run.init_from:
         model = CLSPModel(cfg.model)
-        prefixes = tuple(p for p, src in (("audio.", cfg.model.audio.pretrained), ("text.", cfg.model.text.pretrained))
-                         if src)
-        return model, prefixes
+        # A pretrained decoder's LM trains at tower_lr; its bridge (and a random LM) at lr.
+        sources = (("audio.", cfg.model.audio.pretrained), ("text.", cfg.model.text.pretrained),
+                   ("decoder.lm.", cfg.model.decoder.pretrained if cfg.model.decoder else None))
+        return model, tuple(p for p, src in sources if src)
     try:
         model = load_model(cfg.run.init_from)
     except UserError as exc:
@@ -107,7 +109,10 @@ def build_model(cfg: TrainConfig, model_overrides: dict[str, Any] | None = None)
                           "give a clsp model folder or hub id, a training .ckpt, or clap:<folder or hub id>") from exc
     if model_overrides:
         model = _apply_overrides(model, model_overrides)
-    return model.train(), ("audio.", "text.")
+    if model.decoder is None and build_losses(cfg.loss).needs_captions:
+        raise ConfigError(f"a loss term trains the caption decoder but the model of run.init_from={cfg.run.init_from} "
+                          "has none", "start from a model trained with a decoder (recipe=fusionaudio_caption)")
+    return model.train(), ("audio.", "text.", "decoder.lm.")
 
 
 def _apply_overrides(model: CLSPModel, overrides: dict[str, Any]) -> CLSPModel:
@@ -119,7 +124,8 @@ def _apply_overrides(model: CLSPModel, overrides: dict[str, Any]) -> CLSPModel:
         data[section].update(values)
     keys = ", ".join(f"model.{s}.{k}" for s, v in overrides.items() for k in v)
     try:
-        rebuilt = CLSPModel(CLSPConfig.from_dict(data), tokenizer=model.tokenizer)
+        rebuilt = CLSPModel(CLSPConfig.from_dict(data), tokenizer=model.tokenizer,
+                            decoder_tokenizer=model.decoder.tokenizer if model.decoder is not None else None)
         rebuilt.load_state(model.state_dict(), source="run.init_from")
     except ValueError as exc:
         raise ConfigError(f"{keys} cannot apply to the model of run.init_from: {' '.join(str(exc).split())}",
@@ -192,11 +198,16 @@ def train(raw: DictConfig, model_overrides: dict[str, Any] | None = None) -> dic
         write_text_atomic(folder / "config.yaml", resolved_config(raw, model))
         record_launch(folder)
         model.tokenizer.save_pretrained(str(folder / "tokenizer"))
+        if model.decoder is not None:  # model_from_checkpoint reads it back beside tokenizer/
+            model.decoder.tokenizer.save_pretrained(str(folder / DECODER_TOKENIZER_DIR))
 
     once(launch, write_run_files, fallback=lambda: None)
+    decoder_tokenizer = model.decoder.tokenizer if losses.needs_captions else None  # only runs that train it
     datamodule = component_class(cfg.data._target_, "data._target_")(
-        cfg.data, model.config, model.tokenizer, seed=cfg.run.seed, accumulate=cfg.trainer.accumulate_grad_batches)
-    module = CLSPTrainingModule(model, losses, cfg.optim, pretrained_prefixes=prefixes)
+        cfg.data, model.config, model.tokenizer, seed=cfg.run.seed, accumulate=cfg.trainer.accumulate_grad_batches,
+        **({"decoder_tokenizer": decoder_tokenizer} if decoder_tokenizer is not None else {}))
+    module = CLSPTrainingModule(model, losses, cfg.optim, pretrained_prefixes=prefixes,
+                                caption_val_clips=cfg.data.caption_val_clips)
     if cfg.trainer.compile:
         module.model.compile_towers()
     trainer = build_trainer(cfg, folder, has_val=bool(cfg.data.val))
@@ -236,9 +247,20 @@ def finish(cfg: TrainConfig, folder: Path, module: CLSPTrainingModule, device: t
         results["test_skipped"] = skips.counts
         results["chance"] = chance_levels(int(metrics["num_clips"]), int(metrics["num_captions"]))
         results["device"] = str(model.device)
+        if model.decoder is not None:  # as `python -m clsp.eval captioning --data <test> --captions <that policy>`
+            results["test_captioning"] = caption_test(cfg, model, folder / "test_captions.jsonl")
         model.save_model_card(folder / "model", results=results)  # the card now shows the test table
     write_text_atomic(folder / "results.json", json.dumps(results, indent=2))
     return results
+
+
+def caption_test(cfg: TrainConfig, model: CLSPModel, out: Path) -> dict[str, Any]:
+    """The model's captions of data.test scored against each clip's captions of data.val_caption_policy; the
+    captions (with their references) go to `out` as JSONL, three of them into the metrics as examples."""
+    clips = shard_clips(expand_urls(cfg.data.test), cfg.data.val_caption_policy, sample_rate=model.sample_rate)
+    metrics, records = evaluate_captioning(model, clips, batch_size=cfg.data.eval_batch_size())
+    write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return {**metrics, "examples": records[:3]}
 
 
 def chance_levels(n_clips: int, n_captions: int, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
@@ -264,6 +286,11 @@ def format_results(results: dict[str, Any]) -> str:
             ratio = test[key] / chance[key] if chance[key] > 0 else float("inf")
             lines.append(f"{key:<12}{test[key]:>8.1f}%{chance[key]:>8.1f}%{ratio:>9.1f}x")
         lines.append(f"{'mAP@10':<12}{test['mAP@10']:>8.1f}%")
+    if "test_captioning" in results:
+        captioning = results["test_captioning"]
+        scores = [f"{k} {captioning[k]:.3f}" for k in ("BLEU_4", "METEOR", "ROUGE_L", "CIDEr-D", "SPIDEr") if k in captioning]
+        lines.append(f"held-out captions ({captioning['num_clips']} clips): {', '.join(scores)}")
+        lines += [f"  {r['caption']!r}  (reference: {r['references'][0]!r})" for r in captioning["examples"]]
     skipped = {k: v for k, v in results.get("skipped", {}).items() if v}
     if skipped:
         lines.append(f"data: {skipped}")

@@ -37,7 +37,7 @@ def recipe_config(name: str, attn_implementation: str = "sdpa", tokens: int | No
     cfg["text"].update(pretrained=None, tokenizer="clsp:tiny-bpe", hf_config=dict(ROBERTA_BASE),
                        max_length=tokens or default_tokens, attn_implementation=attn_implementation)
     cfg["audio"]["attn_implementation"] = attn_implementation
-    if cfg["audio"]["tower"] == "whisper":
+    if cfg["audio"]["_target_"].endswith("WhisperTower"):  # presets name towers by `_target_`
         cfg["audio"].update(pretrained=None, hf_config=dict(WHISPER_BASE))
     return CLSPConfig.from_dict(cfg)
 
