@@ -21,6 +21,7 @@ What keeps host reads (device syncs, see clsp.checks) out of the training forwar
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +31,18 @@ from clsp.config import DecoderConfig, portable_hf_config
 from clsp.errors import UserError, load_pretrained
 from clsp.text import as_attention_mask, prepared_attention_mask
 from clsp.tokenizer import Tokens, load_tokenizer
+
+
+class _FinishedBeamsPadding(logging.Filter):
+    """Drops transformers' "passing in an `attention_mask`" warning. `generate` feeds a caption that has
+    ended its pad id as the next input while the others go on, and warns on seeing that pad without a mask;
+    those positions are never read (the caption ended), so the warning never applies to a clsp caption."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "We strongly recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_FinishedBeamsPadding())
 
 
 def frames_cache():

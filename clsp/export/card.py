@@ -39,7 +39,7 @@ random by transformers' feature extractor{{ fusion_note }}; clsp crops at the ce
 embeddings of such clips differ between the two, and equal clsp's (within 1e-4) for clips up to the window.
 """
 
-# Run by tests/export/test_export_onnx.py, and the same block is in the repository README (folder "OUT").
+# Run by tests/export/test_export_onnx.py, and the same block is in docs/export.md (folder "OUT").
 ONNX_SNIPPET = '''import json
 
 import numpy as np
