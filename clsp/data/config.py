@@ -41,9 +41,10 @@ class DemoConfig:
     n_train: int = 2000
     n_val: int = 200
     n_test: int = 200
+    samples_per_shard: int = 250
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_val", "n_test"):
+        for name in ("n_train", "n_val", "n_test", "samples_per_shard"):
             require("data.demo", name, getattr(self, name), int, ge=1)
 
 

@@ -72,7 +72,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> DataConfig:
     demo = cfg.data.demo
     if demo is not None:
         build_demo(demo.root, seed=demo.seed, n_train=demo.n_train, n_val=demo.n_val, n_test=demo.n_test,
-                   sample_rate=cfg.model.audio.sample_rate)
+                   samples_per_shard=demo.samples_per_shard, sample_rate=cfg.model.audio.sample_rate)
     try:
         data = resolve_tables(cfg.data, progress=progress)
     except (FileNotFoundError, ValueError) as exc:

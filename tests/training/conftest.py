@@ -25,6 +25,7 @@ def fast(demo_root, tmp_path):
 
 @pytest.fixture
 def demo(demo_root, fast):
-    """`fast` plus pointing the demo recipe's corpus at the tiny one."""
+    """`fast` plus pointing the demo recipe's corpus at the tiny one, with the settings it was built with (any
+    other would rebuild the shared corpus under the tests that read it)."""
     return [f"data.demo.root={demo_root}", "data.demo.n_train=96", "data.demo.n_val=32", "data.demo.n_test=32",
-            *fast]
+            "data.demo.samples_per_shard=32", *fast]

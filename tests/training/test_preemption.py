@@ -139,6 +139,7 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
 # ------------------------------------------------------------------------------------------- end to end
 def _overrides(demo_root, out: Path, *extra: str) -> list[str]:
     return [f"data.demo.root={demo_root}", "data.demo.n_train=96", "data.demo.n_val=32", "data.demo.n_test=32",
+            "data.demo.samples_per_shard=32",
             "data.batch_size=16", "data.num_workers=0", "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1", "run.final_eval=false", "trainer.ema_decay=0.9",
             "trainer.checkpoint_every_n_steps=100", f"run.output_dir={out}", *extra]

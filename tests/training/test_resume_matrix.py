@@ -67,6 +67,7 @@ ROWS = {
 @pytest.fixture(scope="module")
 def common(demo_root) -> list[str]:
     return [f"data.demo.root={demo_root}", "data.demo.n_train=96", "data.demo.n_val=32", "data.demo.n_test=32",
+            "data.demo.samples_per_shard=32",
             "data.batch_size=16", "data.num_workers=0", "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1", "run.final_eval=false"]
 
