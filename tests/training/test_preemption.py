@@ -181,7 +181,7 @@ def _two_tasks(demo_root, out: Path, job: str, port: int, **extra_env: str) -> l
             for i in range(2)]
 
 
-# 96 clips over 2 ranks: 3 batches of 16 per rank, 3 optimizer steps an epoch.
+# 96 clips in 3 shards of 32 over 2 ranks (64 + 32): both stop at 2 batches of 16, 2 optimizer steps an epoch.
 TWO = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=6"]
 
 
