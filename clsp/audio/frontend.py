@@ -21,7 +21,7 @@ from transformers.audio_utils import mel_filter_bank
 
 from clsp import checks
 
-__all__ = ["ClapFrontend", "WhisperFrontend"]
+__all__ = ["ClapFrontend"]
 
 _TRUNCATIONS = ("rand_trunc", "fusion")
 _PADDINGS = ("repeatpad", "repeat", "pad")
@@ -349,4 +349,3 @@ class ClapFrontend(_Frontend):
 
 
 # Re-exported here: the frontends are imported from one place (`clsp.audio.frontend`).
-from clsp.audio.whisper_frontend import WhisperFrontend  # noqa: E402

@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import WhisperConfig, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from clsp.audio.frontend import WhisperFrontend
+from clsp.audio.whisper_frontend import WhisperFrontend
 from clsp.config import AudioConfig, portable_hf_config
 from clsp.errors import load_pretrained
 

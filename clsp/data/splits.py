@@ -12,10 +12,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-if TYPE_CHECKING:  # sources checks split names with this module
-    from clsp.data.sources import Job
+
+class _Splittable(Protocol):
+    """What a split needs of a row (clsp.data.sources.Job): the group a hashed split is drawn from, or the
+    split a split column names."""
+
+    group: str
+    split: str | None
+
+
+Job = TypeVar("Job", bound=_Splittable)
 
 __all__ = ["check_split_name", "parse_fractions", "split_jobs", "split_of", "split_problems"]
 

@@ -14,18 +14,15 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from clsp.training.components import call, instantiate
-
-if TYPE_CHECKING:  # the schema imports SCHEDULES from here
-    from clsp.training.schema import OptimConfig
+from clsp.training.schema import SCHEDULES, OptimConfig
 
 _NO_DECAY_NAMES = ("logit_scale", "logit_bias")
-SCHEDULES = ("cosine", "constant")
 
 
 def param_groups(

@@ -30,9 +30,9 @@ from omegaconf import MISSING, OmegaConf
 from clsp.config import CLSPConfig
 from clsp.data.config import DataConfig
 from clsp.resources import recipe_dir
-from clsp.training.optim import SCHEDULES
 from clsp.validate import require
 
+SCHEDULES = ("cosine", "constant")  # learning-rate schedules (clsp.training.optim.warmup_cosine)
 # "auto": bf16-mixed on a GPU that has bf16, else 32-true (clsp.training.fit picks per device).
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")

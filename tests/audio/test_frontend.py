@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import ClapFeatureExtractor, WhisperFeatureExtractor
 
-from clsp.audio.frontend import ClapFrontend, WhisperFrontend
+from clsp.audio.frontend import ClapFrontend
+from clsp.audio.whisper_frontend import WhisperFrontend
 
 SR_CLAP, SR_WHISPER = 48000, 16000
 WINDOW = 480000  # 10 s at 48 kHz

@@ -20,7 +20,8 @@ def frontend() -> None:
     """CLAP (48 kHz, rand_trunc, 64 mels) and Whisper (16 kHz, 80 mels): clsp frontend vs extractor."""
     from transformers import ClapFeatureExtractor, WhisperFeatureExtractor
 
-    from clsp.audio.frontend import ClapFrontend, WhisperFrontend
+    from clsp.audio.frontend import ClapFrontend
+    from clsp.audio.whisper_frontend import WhisperFrontend
 
     print(f"   {BATCH} x {SECONDS} s clips, CPU, torch threads {torch.get_num_threads()}")
     batch, arrays = _clips(48000)

@@ -420,7 +420,8 @@ def gpu_frontend() -> None:
     from transformers import ClapFeatureExtractor, WhisperFeatureExtractor
 
     from benchmarks.common import interleaved, report
-    from clsp.audio.frontend import ClapFrontend, WhisperFrontend
+    from clsp.audio.frontend import ClapFrontend
+    from clsp.audio.whisper_frontend import WhisperFrontend
 
     g = torch.Generator().manual_seed(0)
     for name, module, extractor, rate in [
