@@ -42,7 +42,7 @@ class _FinishedBeamsPadding(logging.Filter):
         return "We strongly recommend passing in an `attention_mask`" not in record.getMessage()
 
 
-logging.getLogger("transformers.modeling_utils").addFilter(_FinishedBeamsPadding())
+_TRANSFORMERS_LOG = logging.getLogger("transformers.modeling_utils")
 
 
 def frames_cache():
@@ -208,8 +208,13 @@ class CaptionDecoder(nn.Module):
             # second token; an explicit encoder-decoder cache works for every decoder.
             name = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
             options.setdefault(name, frames_cache())
-        out = self.lm.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=memory,
-                               encoder_attention_mask=mask, use_cache=use_cache, **options)
+        quiet = _FinishedBeamsPadding()  # only around clsp's own generate: other transformers use keeps the warning
+        _TRANSFORMERS_LOG.addFilter(quiet)
+        try:
+            out = self.lm.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=memory,
+                                   encoder_attention_mask=mask, use_cache=use_cache, **options)
+        finally:
+            _TRANSFORMERS_LOG.removeFilter(quiet)
         return out[:, 1:]
 
     def caption(self, frames: torch.Tensor, frame_mask: torch.Tensor, **generate_options) -> list[str]:
