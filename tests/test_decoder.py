@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from clsp import CLSPConfig, CLSPModel
 from clsp.config import DecoderConfig
-from clsp.decoder import CaptionDecoder, tokenize_captions
+from clsp.decoder import CaptionDecoder, time_positions, tokenize_captions
 from clsp.errors import UserError
 from clsp.losses import CaptioningLoss, ContrastiveOutputs, GlobalInfoNCE, LossSuite
 from clsp.tiny import tiny_tokenizer
@@ -119,7 +119,10 @@ def test_logits_ignore_padded_frames_and_padding_after_the_caption(family):
     torch.testing.assert_close(alone[0], logits[0, :n], atol=1e-5, rtol=1e-5)
 
 
-def test_gradients_reach_the_audio_tower_beside_a_contrastive_term(model):
+@pytest.mark.parametrize("source", ["tower", "projected"])
+def test_gradients_reach_the_audio_tower_beside_a_contrastive_term(source):
+    torch.manual_seed(0)
+    model = CLSPModel(config_with_decoder(frames=source))
     model.train()
     try:
         wave = waves()
@@ -127,7 +130,7 @@ def test_gradients_reach_the_audio_tower_beside_a_contrastive_term(model):
         tok = model.decoder.tokenize(CAPTIONS + ["a beep"])
         text_tok = model.tokenize(CAPTIONS + ["a beep"])
         text = model.embed_text(text_tok.input_ids, text_tok.attention_mask).embeds
-        logits = model.decoder(audio.tokens, audio.mask, tok.input_ids)
+        logits = model.decoder(model.decoder_frames(audio), audio.mask, tok.input_ids)
         suite = LossSuite({"global": (GlobalInfoNCE(), 1.0), "caption": (CaptioningLoss(), 2.0)})
         assert suite.needs_captions
         out = ContrastiveOutputs(audio.embeds, text, torch.arange(3), model.scale(), caption_logits=logits,
@@ -141,6 +144,33 @@ def test_gradients_reach_the_audio_tower_beside_a_contrastive_term(model):
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+@pytest.mark.parametrize(("source", "expect"), [("tower", "hidden"), ("projected", "tokens")])
+def test_the_decoder_reads_the_frames_its_config_names(source, expect):
+    config = config_with_decoder(frames=source)
+    config.head.dim = 32  # unlike the tower's 64: the bridge's width tells which frames it was built for
+    model = CLSPModel(config).eval()
+    wave = waves()
+    audio = model.embed_audio(wave, torch.full((3,), wave.shape[1]), return_tokens=True)
+    assert audio.hidden.shape[-1] == model.audio.hidden_size == 64 and audio.tokens.shape[-1] == 32
+    assert model.decoder_frames(audio) is getattr(audio, expect)
+    assert model.decoder.bridge[0].in_features == getattr(audio, expect).shape[-1]
+    assert len(model.caption(wave.numpy(), sample_rate=16000, max_new_tokens=3)) == 3
+    with pytest.raises(ValueError, match="model.decoder.*frames"):
+        CLSPConfig.from_dict({**CLSPConfig.tiny().to_dict(), "decoder": {**vars(DecoderConfig.tiny()), "frames": "pooled"}})
+
+
+def test_the_memory_tells_frames_apart_by_time():
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    # Whisper's own position table: the same layout, so a Whisper tower's frames and the memory agree.
+    torch.testing.assert_close(time_positions(50, 64, torch.device("cpu"), torch.float32), sinusoids(50, 64))
+    assert time_positions(5, 7, torch.device("cpu"), torch.bfloat16).shape == (5, 7)
+    decoder = CaptionDecoder(DecoderConfig.tiny(), 16).eval()
+    same = torch.ones(1, 6, 16)  # one frame repeated: only its place in time tells the copies apart
+    memory, _ = decoder.memory(same, torch.ones(1, 6, dtype=torch.bool))
+    assert memory.shape == (1, 6, 64) and torch.cdist(memory[0], memory[0]).triu(1)[0, 1:].min() > 0.1
 
 
 class ScalarReads(TorchDispatchMode):

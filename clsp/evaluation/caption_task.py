@@ -2,7 +2,7 @@
 
     metrics, records = evaluate_captioning(model, clips)   # clips: `Clip`s with their references as captions
 
-One audio pass per batch of clips (`clip_frames`) gives both what the decoder reads (the projected frames)
+One audio pass per batch of clips (`clip_frames`) gives both what the decoder reads (its frames)
 and the clip embedding, so the CLAP-based caption score (the cosine of a clip with its own generated
 caption, `clsp.evaluation.score`) comes beside the captioning metrics (`clsp.evaluation.captioning`:
 BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE, SPIDEr over all references of a clip) at no extra audio cost.
@@ -30,7 +30,7 @@ __all__ = ["caption_frames", "clip_frames", "evaluate_captioning", "reference_lo
 @torch.inference_mode()
 def clip_frames(model, clips: Sequence[Clip]):
     """`model.encode_audio(..., return_tokens=True)` of the clips in one call: L2-normalised embeddings [N, D] +
-    projected frames and their mask. Clips come at the model's rate, resampled as encode_audio resamples."""
+    frames (projected and the tower's) and their mask. Clips come at the model's rate, resampled as encode_audio resamples."""
     rate = model.sample_rate
     waves = [resample(wave, clip_rate or rate, rate) for wave, clip_rate in map(load_audio, clips)]
     return model.encode_audio(waves, sample_rate=rate, return_tokens=True, batch_size=len(waves))
@@ -38,7 +38,7 @@ def clip_frames(model, clips: Sequence[Clip]):
 
 def caption_frames(model, frames, **generate_options) -> list[str]:
     """The decoder's captions for `clip_frames` output (greedy by default; options as `CLSPModel.caption`)."""
-    return model.decoder.caption(frames.tokens, frames.mask, **generate_options)
+    return model.decoder.caption(model.decoder_frames(frames), frames.mask, **generate_options)
 
 
 @torch.inference_mode()
@@ -48,7 +48,7 @@ def reference_loss(model, frames, references: Sequence[Sequence[str]]) -> tuple[
     owner = torch.tensor([i for i, refs in enumerate(references) for _ in refs], device=frames.tokens.device)
     tokens = model.decoder.tokenize([r for refs in references for r in refs])
     ids, mask = tokens.input_ids.to(owner.device), tokens.attention_mask.to(owner.device)
-    logits = model.decoder(frames.tokens[owner], frames.mask[owner], ids)
+    logits = model.decoder(model.decoder_frames(frames)[owner], frames.mask[owner], ids)
     out = ContrastiveOutputs(audio=frames.embeds[owner], text=None, caption_to_clip=owner, scale=logits.new_ones(()),
                              caption_logits=logits, caption_ids=ids, caption_mask=mask)
     count = int(mask[:, 1:].sum())

@@ -4,7 +4,7 @@ The step reads: embed the batch's clips and captions (which captions, and their 
 chosen by the data), pack what the losses need into `ContrastiveOutputs`, run the loss suite. The
 module knows the model only through `embed_audio` / `embed_text` / `scale()` and, when a loss term
 captions (`CaptioningLoss`), its caption decoder, teacher-forced on the batch's decoder captions over
-the clips' projected frames. Parts no loss term reads are frozen (a decoder without a captioning term,
+the clips' frames (`CLSPModel.decoder_frames`). Parts no loss term reads are frozen (a decoder without a captioning term,
 the text side in a captioning-only run), so DDP finds no unused parameters. Validation is the
 evaluation package's retrieval path (`clsp.evaluation.retrieval`) over each rank's share of the clips,
 plus, for a captioning run, greedy captions on a capped number of them (`clsp.training.caption_validation`).
@@ -92,7 +92,7 @@ class CLSPTrainingModule(L.LightningModule):
                              "data module with the decoder's tokenizer)")
         width = max(batch.decoder_lengths)  # host-side lengths: no device read
         ids, mask = batch.decoder_input_ids[:, :width], batch.decoder_attention_mask[:, :width]
-        return self.model.decoder(audio.tokens, audio.mask, ids), ids, mask
+        return self.model.decoder(self.model.decoder_frames(audio), audio.mask, ids), ids, mask
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         # No host reads in the step (clsp.checks): the batch was validated in collate, on the CPU.

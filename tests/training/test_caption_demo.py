@@ -55,17 +55,17 @@ def test_demo_caption_recipe_learns_to_caption(tmp_path, capsys):
         assert (run / name).exists(), name
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "train/caption" in header and "val/caption/CIDEr-D" in header and "val/caption/loss" in header
-    # Held-out captions describe their own clip far better than another clip. Measured 1.41-1.45x over four
-    # runs (lr, heads, layers varied); perfect short captions would score 1.68x on this corpus. The issue's
-    # 1.5x is not reached: loudness, pitch band, timbre and rhythm are named right, the direction of a pitch
-    # sweep (rising vs falling) is at about chance for these tiny towers. An untrained decoder scores ~1.0x.
+    # Held-out captions describe their own clip far better than another clip: the issue asks for 1.5x; the
+    # recipe gives 1.551x here (seed 0; 1.535x with run.seed=1), perfect short captions would score 1.68x and
+    # an untrained decoder ~1.0x. The bar is 1.47x, not 1.5x, because another CPU's rounding takes the run
+    # down another path, as another seed does; the design before memory positions scored 1.44-1.46x.
     model = CLSPModel.from_pretrained(run / "model")
     clips = list(shard_clips([str(p) for p in sorted((demo / "test").glob("*.tar"))], "all",
                              sample_rate=model.sample_rate))
     captions = model.caption([c.audio for c in clips])
     own, other = own_vs_other(captions, [c.captions for c in clips])
     print(f"word-F1 own {own:.3f}, other {other:.3f}, ratio {own / other:.3f}")  # shown with -s
-    assert own >= 1.3 * other, (own, other, captions[:5])
+    assert own >= 1.47 * other, (own, other, captions[:5])
     # `python -m clsp.eval captioning` on the held-out shards reports BLEU-4, ROUGE-L and CIDEr-D.
     out = tmp_path / "eval"
     assert eval_main(["captioning", "--model", str(run / "model"), "--data", str(demo / "test"),
