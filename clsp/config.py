@@ -104,9 +104,9 @@ class DecoderConfig:
     freeze: bool = False
     # What the decoder cross-attends to: "tower" = the audio tower's frames, as CoCa's and Whisper's decoders
     # read their encoder; "projected" = the contrastive head's L2-normalised frames (`return_tokens=True`).
-    # The head is trained to pool well, not to keep time: a linear probe on a demo_caption model's frames (the
-    # means of its first quarter, last quarter and all frames) reads a pitch contour in 85 % of held-out clips from the tower's
-    # frames, in 69 % from the projected ones.
+    # The head is trained to pool well, not to keep time: a linear probe on a demo_caption model's frames
+    # (the means of its first quarter, last quarter and all frames) reads a pitch contour in 85 % of
+    # held-out clips from the tower's frames, in 69 % from the projected ones.
     frames: str = "tower"
 
     @classmethod
