@@ -57,8 +57,7 @@ DECODER_TOKENIZER_DIR = "decoder_tokenizer"  # the caption decoder's tokenizer, 
 
 @dataclass
 class Embeddings:
-    """L2-normalised embeddings [N, D]; with tokens: projected frame/token features, the tower's own features
-    before the head, and their mask."""
+    """L2-normalised embeddings [N, D]; with tokens: projected frame/token features, the tower's own, a mask."""
 
     embeds: torch.Tensor
     tokens: torch.Tensor | None = None  # [N, T, D], L2-normalised
@@ -145,8 +144,8 @@ class CLSPModel(
         return Embeddings(embeds, F.normalize(head(tokens), dim=-1), mask, tokens)
 
     def decoder_frames(self, audio: Embeddings) -> torch.Tensor:
-        """The frames the caption decoder cross-attends to (`model.decoder.frames`), from `embed_audio(...,
-        return_tokens=True)`: the tower's hidden states or the head's projected frames; `audio.mask` masks both."""
+        """What the caption decoder cross-attends to (`model.decoder.frames`) in `embed_audio(..., return_tokens=True)`:
+        the tower's hidden states or the head's projected frames (`audio.mask` masks both)."""
         return audio.hidden if self.config.decoder.frames == "tower" else audio.tokens
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
@@ -387,13 +386,9 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     embeds = torch.cat([o.embeds for o in outs])
     if not return_tokens:
         return embeds
-    width = max(o.tokens.shape[1] for o in outs)
-
-    def padded(name: str) -> torch.Tensor:  # [N, width, ...]: each batch padded to the longest
-        parts = [getattr(o, name) for o in outs]
-        return torch.cat([F.pad(p, (0, 0) * (p.dim() - 2) + (0, width - p.shape[1])) for p in parts])
-
-    return Embeddings(embeds, padded("tokens"), padded("mask"), padded("hidden"))
+    width = max(o.tokens.shape[1] for o in outs)  # tokens, mask and hidden of each batch padded to the longest
+    return Embeddings(embeds, *[torch.cat([F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in parts])
+                                for parts in zip(*[(o.tokens, o.mask, o.hidden) for o in outs])])
 
 
 def _load_folder_tokenizer(folder: Path):

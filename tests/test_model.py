@@ -53,6 +53,12 @@ def test_return_tokens(whisper_model):
     # 1 s = 100 mel frames = 50 encoder positions; 0.5 s = 25.
     assert out.mask.sum(1).tolist() == [50, 25]
     torch.testing.assert_close(out.tokens[out.mask].norm(dim=-1), torch.ones(75))
+    assert out.hidden.shape == (*out.mask.shape, whisper_model.audio.hidden_size)  # the tower's, before the head
+    one_by_one = whisper_model.encode_audio([np.zeros(16000, np.float32) + 0.01, np.ones(8000, np.float32) * 0.1],
+                                            return_tokens=True, batch_size=1)  # batches padded to the longest
+    assert torch.equal(one_by_one.mask, out.mask)
+    for name in ("tokens", "hidden"):
+        torch.testing.assert_close(getattr(one_by_one, name)[out.mask], getattr(out, name)[out.mask], atol=1e-5, rtol=0)
     t = whisper_model.encode_text(["a beep", "a long low hum with a rising sweep"], return_tokens=True)
     assert t.tokens.shape[0] == 2 and t.mask.dtype == torch.bool and t.mask[0].sum() < t.mask[1].sum()
 
