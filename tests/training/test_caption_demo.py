@@ -78,10 +78,11 @@ def test_demo_caption_recipe_learns_to_caption(tmp_path, capsys):
 
 def test_demo_caption_on_two_processes(demo, tmp_path):
     # 96 clips in 3 shards of 32, dealt to 2 ranks as 64 + 32: both stop at 2 batches of 16 an epoch, so 2 steps
-    # end with one validation.
+    # end with one validation (the recipe validates every 4th epoch: here every epoch).
     overrides = [o for o in demo if not o.startswith("trainer.max_steps")]
     args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "clsp.train",
-            "recipe=demo_caption", *overrides, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2"]
+            "recipe=demo_caption", *overrides, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=2",
+            "trainer.check_val_every_n_epoch=1"]
     proc = subprocess.run([sys.executable, *args], env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "demo_caption").iterdir()
