@@ -347,5 +347,3 @@ class ClapFrontend(_Frontend):
                 is_longer[long] = flags
             return features, is_longer
 
-
-# Re-exported here: the frontends are imported from one place (`clsp.audio.frontend`).
