@@ -72,7 +72,8 @@ def frames_cache():
 def time_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Sinusoidal positions [length, width] of frames 0..length-1 (Whisper's layout: sines, then cosines, over
     timescales 1 to 10000), unit amplitude like the LayerNormed frames they are added to; a zero column if
-    `width` is odd."""
+    `width` is odd. The table of transformers' Whisper (`modeling_whisper.sinusoids`, which the tests compare
+    with) is built on the CPU: this one is built on the frames' device, so a step copies nothing to it."""
     half = width // 2
     rates = torch.exp(-math.log(10000.0) * torch.arange(half, device=device) / max(half - 1, 1))
     angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * rates[None]

@@ -30,7 +30,8 @@ __all__ = ["caption_frames", "clip_frames", "evaluate_captioning", "reference_lo
 @torch.inference_mode()
 def clip_frames(model, clips: Sequence[Clip]):
     """`model.encode_audio(..., return_tokens=True)` of the clips in one call: L2-normalised embeddings [N, D] +
-    frames (projected and the tower's) and their mask. Clips come at the model's rate, resampled as encode_audio resamples."""
+    frames (projected and the tower's) and their mask. Clips come at the model's rate, resampled as
+    encode_audio resamples."""
     rate = model.sample_rate
     waves = [resample(wave, clip_rate or rate, rate) for wave, clip_rate in map(load_audio, clips)]
     return model.encode_audio(waves, sample_rate=rate, return_tokens=True, batch_size=len(waves))

@@ -4,8 +4,8 @@ The step reads: embed the batch's clips and captions (which captions, and their 
 chosen by the data), pack what the losses need into `ContrastiveOutputs`, run the loss suite. The
 module knows the model only through `embed_audio` / `embed_text` / `scale()` and, when a loss term
 captions (`CaptioningLoss`), its caption decoder, teacher-forced on the batch's decoder captions over
-the clips' frames (`CLSPModel.decoder_frames`). Parts no loss term reads are frozen (a decoder without a captioning term,
-the text side in a captioning-only run), so DDP finds no unused parameters. Validation is the
+the clips' frames (`CLSPModel.decoder_frames`). Parts no loss term reads are frozen (a decoder without a
+captioning term, the text side in a captioning-only run), so DDP finds no unused parameters. Validation is the
 evaluation package's retrieval path (`clsp.evaluation.retrieval`) over each rank's share of the clips,
 plus, for a captioning run, greedy captions on a capped number of them (`clsp.training.caption_validation`).
 Counters, EMA, checkpoints and the random state live in callbacks (`clsp.training.callbacks`).
