@@ -56,9 +56,10 @@ def test_demo_caption_recipe_learns_to_caption(tmp_path, capsys):
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "train/caption" in header and "val/caption/CIDEr-D" in header and "val/caption/loss" in header
     # Held-out captions describe their own clip far better than another clip: the issue asks for 1.5x; the
-    # recipe gives 1.551x here (seed 0; 1.535x with run.seed=1), perfect short captions would score 1.68x and
-    # an untrained decoder ~1.0x. The bar is 1.47x, not 1.5x, because another CPU's rounding takes the run
-    # down another path, as another seed does; the design before memory positions scored 1.44-1.46x.
+    # recipe gives 1.551x on 2 threads (seed 0; 1.535x with run.seed=1) but 1.483x here, on the one torch thread
+    # tests run with (tests/conftest.py), whose other summation order takes the run down another path, as
+    # another seed does. Perfect short captions would score 1.68x, an untrained decoder ~1.0x; the design
+    # before memory positions scored 1.44-1.46x. So the bar is 1.47x: the issue's 1.5x is not met reliably.
     model = CLSPModel.from_pretrained(run / "model")
     clips = list(shard_clips([str(p) for p in sorted((demo / "test").glob("*.tar"))], "all",
                              sample_rate=model.sample_rate))
