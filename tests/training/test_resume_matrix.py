@@ -38,6 +38,10 @@ CONFIGS = {
     # two processes (DDP over gloo, Lightning's launcher): 3 shards of 32 dealt as 64 + 32, both ranks stop at
     # 2 batches: 2 steps an epoch.
     "two_processes": ["trainer.devices=2", "trainer.strategy=ddp", "trainer.ema_decay=0.9", "trainer.max_steps=5"],
+    # the caption decoder trained beside InfoNCE (demo_caption's model and loss), greedy captions in validation:
+    # 6 steps an epoch.
+    "captioning": ["model=tiny_whisper_caption", "loss=global_caption", "data.decoder_captions=short",
+                   "data.caption_val_clips=8", "trainer.ema_decay=0.9", "trainer.max_steps=8"],
 }
 
 
@@ -62,6 +66,8 @@ ROWS = {
     "resampled_epoch_last_batch": Row("resampled", every=6, die_at=6),
     "bucketing_epoch_last_batch": Row("bucketing", every=1, die_at="epoch_end"),
     "two_processes_epoch_last_batch": Row("two_processes", every=2, die_at=2),
+    "captioning_mid_epoch": Row("captioning", every=4, die_at=4),
+    "captioning_epoch_last_batch": Row("captioning", every=6, die_at=6),
 }
 
 
