@@ -15,6 +15,9 @@ so two steps adapt it, each saying in one line what it changed:
   `trainer.checkpoint_every_n_steps` to the run; an `optim.scheduler.warmup_steps` as long as the
   run or longer to a tenth of the run (it would otherwise never reach the learning rate). With
   `data.num_workers: null`, an epoch of fewer than 8 batches is read without workers (`fit_workers`).
+  It also says when the run's last steps come after its last validation (`unvalidated_steps`): best.ckpt,
+  and so model/, can never hold them (Lightning validates only at the intervals, not when max_steps ends
+  a run between two of them).
 
 Every rank computes the same values from the same config and data, so ranks agree without talking.
 """
@@ -165,7 +168,33 @@ def fit_to_data(cfg: TrainConfig, world: int, auto_workers: bool = False) -> Tra
         changes.insert(0, f"data.num_workers {cfg.data.num_workers} -> 0")
     if changes:
         info(f"fitted to the data{_length(batches, world, run_steps(cfg.trainer, batches))}: " + ", ".join(changes))
+    if fitted.data.val and (tail := unvalidated_steps(fitted.trainer, batches)):
+        steps, last, period = tail
+        if last:
+            info(f"the last {steps} steps come after the last validation (after step {last}), so best.ckpt and "
+                 f"model/ cannot hold them: trainer.max_steps={last} or {last + period} ends on a validation")
+        else:
+            info(f"the run's {steps} steps end before its first validation (after step {period}): no best.ckpt, "
+                 f"model/ holds the final weights")
     return fitted
+
+
+def unvalidated_steps(t: TrainerConfig, batches: int | None) -> tuple[int, int, int] | None:
+    """(steps after the last validation, the optimizer step it follows, steps between validations) where a run
+    of max_steps ends between two validations held every k epochs (or every n steps across epochs); else None."""
+    total, accumulate, interval = run_steps(t, batches), t.accumulate_grad_batches, t.val_check_interval
+    if not total or total != t.max_steps:  # no step limit, or max_epochs ends the run first
+        return None
+    if t.check_val_every_n_epoch is not None and interval in (None, 1.0) and batches:
+        period = t.check_val_every_n_epoch * math.ceil(batches / accumulate)  # validation ends every k-th epoch
+    elif t.check_val_every_n_epoch is None and isinstance(interval, int) and not isinstance(interval, bool):
+        if interval % accumulate:
+            return None
+        period = interval // accumulate
+    else:
+        return None
+    last = total // period * period
+    return (total - last, last, period) if total > last else None
 
 
 def _length(batches: int | None, world: int, total: int | None) -> str:

@@ -20,6 +20,7 @@ from clsp.training.fit import (
     fit_machine,
     fit_to_data,
     fit_workers,
+    unvalidated_steps,
     world_size,
 )
 
@@ -154,3 +155,36 @@ def test_finetune_recipe_runs_on_48_clips_without_overrides(tmp_path):
     assert "step 60/60" in proc.stdout and "model written to runs/clap_finetune/" in proc.stdout
     (run,) = (tmp_path / "runs" / "clap_finetune").iterdir()
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "model" / "model.safetensors").exists()
+
+
+def test_steps_after_the_last_validation_are_counted():
+    # demo_caption's old shape: 32 batches per epoch, validation every 4th epoch, 1000 steps: step 896's
+    # validation was the last, so best.ckpt could never hold the final 104 steps.
+    cfg = _cfg("trainer=cpu", "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=4")
+    t = dataclasses.replace(cfg.trainer, max_steps=1000)
+    assert unvalidated_steps(t, batches=32) == (104, 896, 128)
+    assert unvalidated_steps(dataclasses.replace(t, max_steps=1024), batches=32) is None
+    assert unvalidated_steps(dataclasses.replace(t, accumulate_grad_batches=2), batches=32) == (40, 960, 64)
+    assert unvalidated_steps(dataclasses.replace(t, max_epochs=6), batches=32) is None  # epochs end the run
+    steps = _cfg("trainer.max_steps=2500").trainer  # trainer=gpu: every 1000 steps across epochs
+    assert unvalidated_steps(steps, batches=300) == (500, 2000, 1000)
+    assert unvalidated_steps(steps, batches=None) == (500, 2000, 1000)
+    assert unvalidated_steps(dataclasses.replace(steps, val_check_interval=0.5), batches=300) is None
+
+
+def test_fit_to_data_says_when_the_last_steps_are_never_validated(demo_root, caplog):
+    def said(max_steps: int) -> str:
+        cfg = typed_config(compose_config([
+            "recipe=clap_finetune", "trainer=cpu", f"data.train={demo_root}/train", f"data.val={demo_root}/val",
+            "data.batch_size=32", "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=2",
+            f"trainer.max_steps={max_steps}"]))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="clsp"):
+            fit_to_data(cfg, world=1)
+        return caplog.records[-1].getMessage()
+
+    assert batches_per_epoch(DataConfig(train=f"{demo_root}/train", batch_size=32), 1) == 3  # 96 clips
+    assert said(8).startswith("the last 2 steps come after the last validation (after step 6), so best.ckpt")
+    assert said(8).endswith("trainer.max_steps=6 or 12 ends on a validation")
+    assert said(5).startswith("the run's 5 steps end before its first validation (after step 6)")
+    assert "validation" not in said(12)
