@@ -55,18 +55,18 @@ def test_demo_caption_recipe_learns_to_caption(tmp_path, capsys):
         assert (run / name).exists(), name
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "train/caption" in header and "val/caption/CIDEr-D" in header and "val/caption/loss" in header
-    # Held-out captions describe their own clip far better than another clip: the issue asks for 1.5x; the
-    # recipe gives 1.551x on 2 threads (seed 0; 1.535x with run.seed=1) but 1.483x here, on the one torch thread
-    # tests run with (tests/conftest.py), whose other summation order takes the run down another path, as
-    # another seed does. Perfect short captions would score 1.68x, an untrained decoder ~1.0x; the design
-    # before memory positions scored 1.44-1.46x. So the bar is 1.47x: the issue's 1.5x is not met reliably.
+    # Held-out captions describe their own clip far better than another clip's: the issue asks for 1.5x.
+    # Perfect short captions would score 1.68x, an untrained decoder ~1.0x. The recipe gives 1.547x here (seed 0
+    # on the one torch thread tests run with, tests/conftest.py), and 1.563x / 1.542x / 1.512x with run.seed=1 / 2 / 3
+    # (1.557x on 2 threads). At 1000 steps its last validation (step 896) came before the end, and seed 0
+    # here gave 1.483x.
     model = CLSPModel.from_pretrained(run / "model")
     clips = list(shard_clips([str(p) for p in sorted((demo / "test").glob("*.tar"))], "all",
                              sample_rate=model.sample_rate))
     captions = model.caption([c.audio for c in clips])
     own, other = own_vs_other(captions, [c.captions for c in clips])
     print(f"word-F1 own {own:.3f}, other {other:.3f}, ratio {own / other:.3f}")  # shown with -s
-    assert own >= 1.47 * other, (own, other, captions[:5])
+    assert own >= 1.5 * other, (own, other, captions[:5])
     # `python -m clsp.eval captioning` on the held-out shards reports BLEU-4, ROUGE-L and CIDEr-D.
     out = tmp_path / "eval"
     assert eval_main(["captioning", "--model", str(run / "model"), "--data", str(demo / "test"),
