@@ -44,6 +44,7 @@ from clsp.data.samples import CROPS, decode_raw, probe_seconds
 from clsp.data.skips import SkipCounter
 from clsp.data.tar import iter_raw
 from clsp.data.urls import deal_shards, parse_sources, shard_sizes
+from clsp.data.workers import shield_worker
 from clsp.decoder import tokenize_captions
 from clsp.tokenizer import tokenize as tokenize_texts
 
@@ -296,4 +297,5 @@ def shard_loader(dataset: ShardDataset) -> ShardLoader:
         # Its own generator: creating an iterator then never draws from the global torch RNG,
         # so a resumed run's random stream matches an uninterrupted one.
         generator=Generator().manual_seed(dataset.seed),
+        worker_init_fn=shield_worker,  # a stop signal sent to every process reaches the training process only
     )

@@ -24,6 +24,7 @@ from clsp.data.batch import Batch
 from clsp.data.config import DataConfig
 from clsp.data.dataset import ShardDataset, ShardLoader, shard_loader, text_tokenizer
 from clsp.data.dataset import decoder_tokenizer as _decoder_tokenizer
+from clsp.data.workers import shield_worker
 from clsp.evaluation.clips import ClipStream
 from clsp.training.resume import loop_position
 
@@ -148,7 +149,7 @@ class CLSPDataModule(L.LightningDataModule):
         # Its own generator: starting a validation never draws from the global torch RNG, so the training
         # draws after it are the same whether or not a resumed run repeated or skipped that validation.
         return DataLoader(stream, batch_size=None, num_workers=min(self.data.num_workers, len(stream.urls)),
-                          collate_fn=_as_is, generator=Generator().manual_seed(self.seed))
+                          collate_fn=_as_is, generator=Generator().manual_seed(self.seed), worker_init_fn=shield_worker)
 
 
 def _as_is(item):

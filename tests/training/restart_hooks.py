@@ -14,12 +14,15 @@ Set by environment, so one config serves every process of a multi-process run:
     CLSP_TEST_DIE_RANK=0       only this global rank acts (default: every rank)
     CLSP_TEST_DIE_ONCE=PATH    act only if PATH does not exist yet, and create it (a restarted group lives)
     CLSP_TEST_DIE_TIMES=2      send the signal this many times in a row (a second Ctrl-C)
+    CLSP_TEST_DIE_GROUP=1      send it to every process of this process group, loader workers included, as
+                               scancel, `timeout` and a terminal's Ctrl-C do (the run must be a session leader)
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ class DieAt(L.Callback):
         once = os.environ.get("CLSP_TEST_DIE_ONCE")
         self.once = Path(once) if once else None
         self.times = int(os.environ.get("CLSP_TEST_DIE_TIMES", "1"))
+        self.group = os.environ.get("CLSP_TEST_DIE_GROUP") == "1"
         self.done = False
         self._step_at_start = -1
 
@@ -51,7 +55,10 @@ class DieAt(L.Callback):
                 return
             self.once.touch()
         for _ in range(self.times):
-            os.kill(os.getpid(), self.signal)
+            if self.group:  # sent by another process, as slurmstepd or `timeout` (which is in the group too)
+                subprocess.run(["kill", f"-{self.signal.name[3:]}", "--", f"-{os.getpgrp()}"])
+            else:
+                os.kill(os.getpid(), self.signal)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:

@@ -164,6 +164,25 @@ def test_signal_checkpoints_at_the_step_boundary_and_resume_latest_continues_exa
 
 
 @pytest.mark.slow
+def test_a_signal_to_every_process_with_loader_workers_still_stops_at_a_checkpoint(demo_root, tmp_path):
+    # As scancel or `timeout` do, SIGTERM reaches the loader workers too: they outlive it (clsp.data.workers),
+    # and the run checkpoints at step 3 and resumes exactly, instead of dying on "DataLoader worker killed".
+    # Batches of 8: 12 an epoch, so the workers still have batches to make when the signal comes.
+    workers = ["trainer.max_steps=8", "data.num_workers=2", "data.batch_size=8"]
+    whole = tmp_path / "whole"
+    R.run(_overrides(demo_root, whole, *workers))
+    parted = tmp_path / "parted"
+    stopped = R.run([*_overrides(demo_root, parted, *workers), R.DIE], expect=128 + signal.SIGTERM,
+                    CLSP_TEST_DIE_AT_STEP="2", CLSP_TEST_DIE_SIGNAL="TERM", CLSP_TEST_DIE_GROUP="1")
+    assert "stopped by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    folder = R.run_folder(parted / "demo")
+    assert R.last_step(folder) == 3
+    R.run([*_overrides(demo_root, parted, *workers), "resume=latest"])
+    assert R.max_weight_diff(R.run_folder(whole / "demo"), folder) <= 1e-6
+    assert R.metrics_diff(R.run_folder(whole / "demo"), folder) == []
+
+
+@pytest.mark.slow
 def test_second_ctrl_c_stops_without_a_checkpoint(demo_root, tmp_path):
     done = R.run([*_overrides(demo_root, tmp_path, "trainer.max_steps=8"), R.DIE], expect=130,
                  CLSP_TEST_DIE_AT_STEP="2", CLSP_TEST_DIE_SIGNAL="INT", CLSP_TEST_DIE_TIMES="2")
