@@ -386,13 +386,14 @@ def _concat(outs: list[Embeddings], return_tokens: bool) -> torch.Tensor | Embed
     embeds = torch.cat([o.embeds for o in outs])
     if not return_tokens:
         return embeds
-    width = max(o.tokens.shape[1] for o in outs)  # tokens, mask and hidden of each batch padded to the longest
-    return Embeddings(embeds, *[torch.cat([F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in parts])
-                                for parts in zip(*[(o.tokens, o.mask, o.hidden) for o in outs])])
+    width = max(o.tokens.shape[1] for o in outs)
+
+    def padded(name: str) -> torch.Tensor:  # each batch's [n, T, ...] zero (False) padded to the longest T
+        return torch.cat([F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in (getattr(o, name) for o in outs)])
+    return Embeddings(embeds, padded("tokens"), padded("mask"), padded("hidden"))
 
 
 def _load_folder_tokenizer(folder: Path):
-
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as exc:
