@@ -2,10 +2,12 @@
 
 SLURM (scancel, a preemption, `--signal=USR1@90` without `B:`), GNU `timeout` and a terminal's Ctrl-C
 signal every process of a job step or process group, so DataLoader workers get the SIGTERM, SIGUSR1 or
-SIGINT meant for the training process. torch's worker handler ends a worker on a SIGTERM from anyone, and
-SIGUSR1's default action ends it too; the training process then dies mid-step on torch's "DataLoader
-worker ... is killed by signal" (raised from its SIGCHLD handler) instead of checkpointing at the next
-step boundary (`clsp.training.preemption`).
+SIGINT meant for the training process. torch's C handler in each worker ends it on a SIGTERM from anyone;
+the training process then dies mid-step on torch's "DataLoader worker ... is killed by signal" (raised
+from its SIGCHLD handler) instead of checkpointing at the next step boundary (`clsp.training.preemption`).
+SIGINT and SIGUSR1 reach the Python handlers a forked worker inherits (the stop callback's, which ignore
+them there) or the defaults where none was set (a KeyboardInterrupt, an exit); they are held here too,
+so no stop signal depends on which handlers a worker happened to inherit.
 
 So `shield_worker`, the loaders' `worker_init_fn`, blocks these signals in the worker and waits for them
 in a thread: `sigwaitinfo` tells who sent one. A SIGTERM from the worker's parent (how the training

@@ -190,11 +190,12 @@ def test_second_ctrl_c_stops_without_a_checkpoint(demo_root, tmp_path):
     assert not (R.run_folder(tmp_path / "demo") / "checkpoints" / "last.ckpt").exists()
 
 
-def _two_tasks(demo_root, out: Path, job: str, port: int, **extra_env: str) -> list[subprocess.Popen]:
-    """Two SLURM tasks started by hand, as srun starts them (no RANK; SLURM_PROCID / SLURM_LOCALID)."""
+def _two_tasks(demo_root, out: Path, job: str, port: int, *extra: str, **extra_env: str) -> list[subprocess.Popen]:
+    """Two SLURM tasks started by hand, as srun starts them (no RANK; SLURM_PROCID / SLURM_LOCALID); `extra`
+    overrides follow TWO's."""
     slurm = {"SLURM_JOB_ID": job, "SLURM_JOB_NAME": "clsp-test", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
              "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(port)}
-    cmd = R.train_cmd([*_overrides(demo_root, out, *TWO), R.DIE])
+    cmd = R.train_cmd([*_overrides(demo_root, out, *TWO, *extra), R.DIE])
     return [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                              env=R.env(**slurm, SLURM_PROCID=str(i), SLURM_LOCALID=str(i), **extra_env))
             for i in range(2)]
@@ -246,6 +247,34 @@ def test_slurm_preemption_requeues_and_the_requeued_job_continues_its_run(demo_r
     assert R.run_folder(tmp_path / "demo") == folder
     assert R.max_weight_diff(two_task_reference, folder) <= 1e-6
     assert R.metrics_diff(two_task_reference, folder) == []
+
+
+@pytest.mark.slow
+def test_slurm_sigterm_to_every_process_with_loader_workers_stops_and_the_requeued_job_continues(demo_root, tmp_path):
+    # scancel and SLURM's preemption send SIGTERM to every process of the step, loader workers too (sent here by
+    # another process to each task's process group at step 1). Batches of 4 (8 an epoch on each rank) leave the
+    # workers batches to make; they outlive it (clsp.data.workers), and the ranks stop together at step 3.
+    workers = ["data.num_workers=2", "data.batch_size=4"]
+    whole = tmp_path / "whole"
+    _finish(_two_tasks(demo_root, whole, "5001", R.free_port(), *workers))
+    parted = tmp_path / "parted"
+    procs = _two_tasks(demo_root, parted, "4343", R.free_port(), *workers, CLSP_TEST_DIE_AT_STEP="1",
+                       CLSP_TEST_DIE_SIGNAL="TERM", CLSP_TEST_DIE_GROUP="1")
+    try:
+        errors = [p.communicate(timeout=600)[1] for p in procs]
+    finally:
+        for p in procs:
+            R.kill_group(p)
+    assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, errors[0][-3000:] + errors[1][-3000:]
+    assert "stopped by SIGTERM at step 3" in errors[0] and "Traceback" not in errors[0] + errors[1]
+    folder = R.run_folder(parted / "demo")
+    assert R.last_step(folder) == 3
+    # SLURM requeues a preempted job itself: same job id, SLURM_RESTART_COUNT set, no resume=.
+    errors = _finish(_two_tasks(demo_root, parted, "4343", R.free_port(), *workers, SLURM_RESTART_COUNT="1"))
+    assert f"continuing {folder} from step 3" in errors[0]
+    reference = R.run_folder(whole / "demo")
+    assert R.max_weight_diff(reference, folder) <= 1e-6
+    assert R.metrics_diff(reference, folder) == []
 
 
 @pytest.mark.slow
